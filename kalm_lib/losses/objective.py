@@ -13,6 +13,8 @@
 Inputs are RAW (un-normalised) embeddings, already gathered across devices by the caller (distributed.py):
 q (B, d), p_pos (B, d), p_neg (B, M, d) or None, teacher_scores (B, 1+M), teacher_mask (B, 1+M) bool.
 The returned loss is the unscaled global loss; a DDP trainer multiplies it by world_size before backward.
+`generator` drives the pairwise mixes: under DDP seed it identically on every rank (e.g. from the step, never from
+the rank), so that every rank builds the same mixes and computes the same global loss.
 
 Returned dict (all tensors; only "loss" carries a graph):
     loss               the scalar L above

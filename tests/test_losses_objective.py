@@ -1,0 +1,144 @@
+"""kalm_lib/losses/objective.py (the trainer's composite loss) against a naive composition of the loop references."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+import torch
+
+from kalm_lib.losses import KaLMObjective, ObjectiveConfig, info_nce_loss, sample_pairwise_mix
+
+
+def _reference():
+    name = "_kalm_losses_reference"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("test_losses_reference.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+R = _reference()
+B, M, D = 3, 3, 12
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+FULL = dict(tau=0.2, expanded_negatives=True, focal_gamma=1.5, mix_pairwise=2, mix_listwise=True, mix_tau=0.3,
+            contrastive_weight=1.0, distill_weight=0.7, tau_kd=0.1, matryoshka_dims=(12, 8, 4),
+            matryoshka_weights=(1.0, 0.3, 0.2))
+
+
+def naive_objective(q, p, n, t, mask, j, k, lam, c):
+    qn, nn = R.trunc(q, D), R.trunc(n, D)  # mixing on full-dim unit vectors, before truncation
+    mixed = torch.cat([R.ref_pairwise_mix(nn, j, k, lam), R.ref_listwise_mix(qn, nn, c["mix_tau"])], dim=1)
+    cl = kd = 0
+    for d, w in zip(c["matryoshka_dims"], c["matryoshka_weights"]):
+        qd, pd, nd, md = R.trunc(q, d), R.trunc(p, d), R.trunc(n, d), R.trunc(mixed, d)
+        cl = cl + w * R.ref_focal(qd, pd, nd, gamma=c["focal_gamma"], tau=c["tau"], expanded=True, mixed=md)
+        kd = kd + w * R.ref_kl(qd, pd, nd, t, mask, tau_kd=c["tau_kd"])
+    return c["contrastive_weight"] * cl + c["distill_weight"] * kd, cl, kd
+
+
+def test_full_objective_matches_naive_composition():
+    q, p, n = R.raw(B, D, seed=1), R.raw(B, D, seed=2), R.raw(B, M, D, seed=3)
+    t = torch.rand(B, 1 + M, generator=gen(4), dtype=R.DT)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(5), dtype=R.DT)
+    obj = KaLMObjective(ObjectiveConfig(**FULL))
+    R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(5))["loss"],
+                                 lambda q, p, n: naive_objective(q, p, n, t, mask, j, k, lam, FULL)[0], [q, p, n])
+    out = obj(q, p, n, t, mask, generator=gen(5))
+    _, cl, kd = naive_objective(q, p, n, t, mask, j, k, lam, FULL)
+    torch.testing.assert_close(out["contrastive"], cl.detach())
+    torch.testing.assert_close(out["distill"], kd.detach())
+    assert int(out["n_mixed"]) == 3
+    assert not out["contrastive"].requires_grad and out["loss"].requires_grad
+
+
+def test_logged_focal_weight_and_positive_probability_at_full_dim():
+    q, p, n = R.raw(B, D, seed=6), R.raw(B, D, seed=7), R.raw(B, M, D, seed=8)
+    cfg = ObjectiveConfig(tau=0.3, focal_gamma=2.0, matryoshka_dims=(8, 12, 4), matryoshka_weights=(1, 1, 1))
+    out = KaLMObjective(cfg)(q, p, n)
+    probs = []
+    for pos, terms in R.candidate_logits(R.trunc(q, D), R.trunc(p, D), R.trunc(n, D), 0.3):
+        probs.append(torch.exp(pos) / sum(torch.exp(x) for x in terms))
+    probs = torch.stack(probs)
+    torch.testing.assert_close(out["p_pos_mean"], probs.mean().detach())
+    torch.testing.assert_close(out["focal_weight_mean"], ((1 - probs) ** 2).mean().detach())
+    assert "distill" not in out
+
+
+def test_default_config_is_plain_infonce_on_normalised_inputs():
+    q, p, n = R.raw(B, D, seed=9), R.raw(B, D, seed=10), R.raw(B, M, D, seed=11)
+    out = KaLMObjective(ObjectiveConfig())(q, p, n)
+    expect = info_nce_loss(*(x / x.norm(dim=-1, keepdim=True) for x in (q, p, n)), tau=0.01)
+    torch.testing.assert_close(out["loss"], expect, atol=1e-12, rtol=0)
+    assert out["focal_weight_mean"].item() == 1.0
+
+
+def test_pretraining_config_ignores_hard_negatives():
+    q, p, n = R.raw(B, D, seed=12), R.raw(B, D, seed=13), R.raw(B, M, D, seed=14)
+    obj = KaLMObjective(ObjectiveConfig(use_hard_negatives=False, tau=0.1))
+    torch.testing.assert_close(obj(q, p, n)["loss"], obj(q, p, None)["loss"])
+
+
+def test_k_zero_equals_no_mixing_in_the_objective():
+    q, p, n = R.raw(B, D, seed=15), R.raw(B, D, seed=16), R.raw(B, M, D, seed=17)
+    a = KaLMObjective(ObjectiveConfig(mix_pairwise=0, focal_gamma=0.5))(q, p, n, generator=gen(0))["loss"]
+    b = KaLMObjective(ObjectiveConfig(focal_gamma=0.5))(q, p, n)["loss"]
+    assert torch.equal(a, b)
+
+
+def test_bfloat16_inputs_tau_001_full_recipe_is_finite():
+    q, p, n = (R.raw(*s, seed=18 + i, dtype=torch.bfloat16) for i, s in enumerate([(B, D), (B, D), (B, M, D)]))
+    t = torch.rand(B, 1 + M, generator=gen(21)).to(torch.bfloat16)
+    cfg = ObjectiveConfig(**{**FULL, "tau": 0.01, "tau_kd": 0.05})
+    out = KaLMObjective(cfg)(q, p, n, t, generator=gen(0))
+    out["loss"].backward()
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    assert all(torch.isfinite(x.grad.float()).all() for x in (q, p, n))
+
+
+def test_from_dict_accepts_yaml_lists_and_rejects_unknown_keys():
+    cfg = ObjectiveConfig.from_dict({"focal_gamma": 0.5, "matryoshka_dims": [896, 64], "matryoshka_weights": [1, 0.1]})
+    assert cfg.matryoshka_dims == (896, 64) and cfg.matryoshka_weights == (1.0, 0.1)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['focal_gama'\]"):
+        ObjectiveConfig.from_dict({"focal_gama": 0.5})
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(tau=0.0), "tau"),
+        (dict(focal_gamma=-1.0), "focal_gamma"),
+        (dict(mix_pairwise=-1), "mix_pairwise"),
+        (dict(mix_pairwise=2.0), "mix_pairwise"),
+        (dict(mix_alpha=0.0), "mix_alpha"),
+        (dict(use_hard_negatives="yes"), "use_hard_negatives"),
+        (dict(mix_listwise=True, use_hard_negatives=False), "use_hard_negatives"),
+        (dict(contrastive_weight=0.0), "contrastive_weight"),
+        (dict(matryoshka_dims=(8, 4), matryoshka_weights=(1.0,)), "matryoshka_dims"),
+        (dict(matryoshka_weights=(1.0,)), "matryoshka_weights"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        ObjectiveConfig(**kwargs)
+
+
+def test_forward_errors_are_clear():
+    q, p, n = R.raw(B, D, seed=22), R.raw(B, D, seed=23), R.raw(B, M, D, seed=24)
+    with pytest.raises(ValueError, match="teacher_scores.*distill_weight"):
+        KaLMObjective(ObjectiveConfig(distill_weight=1.0))(q, p, n)
+    with pytest.raises(ValueError, match="p_neg.*mixing"):
+        KaLMObjective(ObjectiveConfig(mix_pairwise=1))(q, p, None)
+    with pytest.raises(ValueError, match="16 is larger than the embedding size 12"):
+        KaLMObjective(ObjectiveConfig(matryoshka_dims=(16, 8)))(q, p, n)
+    with pytest.raises(ValueError, match="p_neg"):
+        KaLMObjective(ObjectiveConfig())(q, p, n[:2])
+    with pytest.raises(TypeError, match="ObjectiveConfig"):
+        KaLMObjective({"tau": 0.01})
