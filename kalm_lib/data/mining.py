@@ -1,0 +1,172 @@
+"""Hard-negative mining with the ranking-consistency filter (PAPER.md §3.1; KaLM V1 ``hn_mine.py``).
+
+With an embedder E (the previous-stage KaLM model, or any sentence-transformers model), every query
+q (with its instruction) and every candidate passage c is encoded and scored by cosine s(q, c).
+Ranks count candidates other than q's own positives and q itself, best first, from 0.
+
+* Ranking-consistency filter, top-k (paper k = 50): with s⁺ = max_{p⁺} s(q, p⁺), the positive's rank
+  is r = 1 + #{c : s(q, c) > s⁺}; the example is **dropped** when r > k (its positive is not in the
+  top-k). Ties favour the positive.
+* Negatives: the candidates at ranks [a, b) (paper [50, 100)) form the pool; M (paper 7) are sampled
+  from it without replacement. A record's own negatives are kept first (V1), and if the pool is too
+  small the rest is filled with random corpus passages (counted in the report).
+
+The paper's ranks assume a corpus of millions. For a small candidate pool (N < ``reference_corpus_size``)
+the ranks are scaled by N / reference_corpus_size (``scale_to_corpus``), keeping b − a ≥ M; the report
+says which ranks were used.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .catalog import CatalogEntry, get_entry
+from .encoders import as_encode_fn
+from .errors import log
+from .instructions import format_query
+from .jsonl import write_jsonl
+from .search import exact_topk
+
+
+@dataclass
+class MiningReport:
+    name: str
+    n_queries: int = 0
+    n_kept: int = 0
+    n_filtered: int = 0
+    corpus_size: int = 0
+    sample_range: tuple[int, int] = (50, 100)
+    filter_topk: int = 50
+    num_negatives: int = 7
+    n_padded: int = 0                   # examples that needed random corpus passages to reach M
+    seconds: float = 0.0
+    pos_ranks: list[int] = field(default_factory=list)      # per query; depth+1 means "beyond the search depth"
+    pos_scores: list[float] = field(default_factory=list)   # per query: s⁺
+    neg_scores: list[float] = field(default_factory=list)   # mined negatives of kept examples
+    output_path: str | None = None
+
+    @property
+    def filter_rate(self) -> float:
+        return self.n_filtered / self.n_queries if self.n_queries else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.name}: mined {self.n_queries} queries over {self.corpus_size} candidates; ranking-consistency "
+                f"filter (top-{self.filter_topk}) dropped {self.n_filtered} = {100 * self.filter_rate:.1f}%; "
+                f"negatives from ranks [{self.sample_range[0]}, {self.sample_range[1]}), M={self.num_negatives}; "
+                f"{self.n_padded} examples padded with random passages; {self.seconds:.1f}s")
+
+
+def scaled_ranges(n_candidates: int, sample_range: tuple[int, int] = (50, 100), filter_topk: int = 50,
+                  num_negatives: int = 7, reference_corpus_size: int = 1000) -> tuple[tuple[int, int], int]:
+    """The paper's ranks for N ≥ reference size; else scaled by N/reference (b − a ≥ M, k ≥ 1)."""
+    a, b = sample_range
+    if not 0 <= a < b:
+        raise ValueError(f"sample_range must satisfy 0 <= a < b, got {sample_range}")
+    if n_candidates >= reference_corpus_size:
+        return (a, b), filter_topk
+    f = n_candidates / reference_corpus_size
+    a2 = max(1, int(round(a * f)))
+    b2 = max(a2 + num_negatives, int(round(b * f)))
+    return (a2, b2), max(1, int(round(filter_topk * f)))
+
+
+def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | None = None, num_negatives: int = 7,
+                        sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 50,
+                        instruction: str | None = None, symmetric: bool = False, seed: int = 0,
+                        batch_size: int = 64, scale_to_corpus: bool = True, reference_corpus_size: int = 1000,
+                        keep_existing: bool = True, output_path: str | os.PathLike | None = None,
+                        use_faiss: bool | str = "auto", encode_fn=None, name: str = "mined",
+                        show_progress_bar: bool = False) -> tuple[list[dict], MiningReport]:
+    """Mine M negatives per record and apply the ranking-consistency filter (``filter_topk=None``: off).
+
+    ``records``: ``{"query", "pos", "neg"?}``. Candidates: every pos/neg text of ``records`` plus
+    ``corpus``. Returns the kept records ``{"query", "pos", "neg", "pos_scores", "neg_scores",
+    "pos_rank"}`` and a :class:`MiningReport`; writes them as JSON Lines to ``output_path`` if given."""
+    t0 = time.time()
+    enc = encode_fn or as_encode_fn(embedder, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    cand: dict[str, int] = {}
+    for r in records:
+        for t in (*r["pos"], *r.get("neg", [])):
+            cand.setdefault(t, len(cand))
+    for t in corpus or []:
+        cand.setdefault(t, len(cand))
+    texts = list(cand)
+    n = len(texts)
+    if scale_to_corpus:
+        (a, b), k = scaled_ranges(n, sample_range, filter_topk or 0, num_negatives, reference_corpus_size)
+    else:
+        (a, b), k = tuple(sample_range), filter_topk or 0
+    k = k if filter_topk is not None else None
+    rep = MiningReport(name, n_queries=len(records), corpus_size=n, sample_range=(a, b),
+                       filter_topk=k if k is not None else -1, num_negatives=num_negatives)
+
+    fmt_c = (lambda t: format_query(t, instruction)) if symmetric else (lambda t: t)
+    c_emb = enc([fmt_c(t) for t in texts])                                   # (N, d)
+    q_emb = enc([format_query(r["query"], instruction) for r in records])    # (Q, d)
+    max_pos = max((len(r["pos"]) for r in records), default=1)
+    depth = min(n, max(b, k or 0) + max_pos + 1)
+    scores, idx = exact_topk(q_emb, c_emb, depth, use_faiss=use_faiss)       # (Q, depth)
+
+    out = []
+    for qi, r in enumerate(records):
+        rng = np.random.default_rng([seed, qi])
+        pos_ids = {cand[p] for p in r["pos"]}
+        qid = cand.get(r["query"], -1)
+        pos_s = [float(q_emb[qi] @ c_emb[cand[p]]) for p in r["pos"]]
+        s_plus = max(pos_s)
+        # ranked candidates other than the positives and the query itself
+        others = [(int(j), float(s)) for j, s in zip(idx[qi], scores[qi]) if j not in pos_ids and j != qid]
+        rank = 1 + sum(1 for _, s in others if s > s_plus)
+        rep.pos_scores.append(s_plus)
+        rep.pos_ranks.append(rank if rank <= len(others) else len(others) + 1)
+        if k is not None and rank > k:
+            rep.n_filtered += 1
+            continue
+        neg = list(r.get("neg", []))[:num_negatives] if keep_existing else []
+        taken = set(neg)
+        pool = [j for j, _ in others[a:b] if texts[j] not in taken]
+        need = num_negatives - len(neg)
+        if need > 0 and pool:
+            pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False)
+            for p in sorted(pick):
+                neg.append(texts[pool[p]])
+                taken.add(texts[pool[p]])
+        if len(neg) < num_negatives:
+            rep.n_padded += 1
+            banned = pos_ids | {qid}
+            free = [j for j in range(n) if j not in banned and texts[j] not in taken]
+            for p in rng.permutation(len(free))[: num_negatives - len(neg)]:
+                neg.append(texts[free[p]])
+        neg_s = [float(q_emb[qi] @ c_emb[cand[t]]) for t in neg]
+        rep.neg_scores.extend(neg_s)
+        rec = {"query": r["query"], "pos": list(r["pos"]), "neg": neg, "pos_scores": pos_s, "neg_scores": neg_s,
+               "pos_rank": rank}
+        if "label" in r:
+            rec["label"] = r["label"]
+        out.append(rec)
+    rep.n_kept = len(out)
+    rep.seconds = time.time() - t0
+    if output_path is not None:
+        rep.output_path = str(write_jsonl(out, output_path))
+    log.info(rep.summary())
+    return out, rep
+
+
+def mine_dataset(name: str | CatalogEntry, embedder, out_dir: str | os.PathLike, data_dir=None,
+                 max_rows: int | None = None, corpus_limit: int | None = None, seed: int = 0,
+                 skip_invalid: bool = True, **kw) -> tuple[list[dict], MiningReport]:
+    """Mine one catalog dataset into ``out_dir/<name>.jsonl`` (what ``build_training_set(mined_dir=...)``
+    reads), with the dataset's instruction and symmetry, its ``mining_corpus`` if it has one (test docs
+    removed) limited to ``corpus_limit`` documents."""
+    from .loader import load_corpus, load_records
+
+    entry = get_entry(name)
+    records = load_records(entry, data_dir=data_dir, max_rows=max_rows, skip_invalid=skip_invalid, seed=seed)
+    corpus = load_corpus(entry, data_dir=data_dir, limit=corpus_limit, seed=seed)
+    return mine_hard_negatives(records, embedder, corpus=corpus, instruction=entry.instruction,
+                               symmetric=entry.symmetric, seed=seed, name=entry.name,
+                               output_path=Path(out_dir) / f"{entry.name}.jsonl", **kw)

@@ -1,0 +1,201 @@
+"""The training set of one stage: catalog datasets -> instructed (q, p⁺, p⁻_1..M) items for the trainer.
+
+Stage rules (PAPER.md §3):
+  pretrain : (q, p⁺) only, in-batch negatives; ``neg`` is empty.
+  finetune : (q, p⁺, M hard negatives). Negatives come from, in order of preference,
+             1. ``mined_dir/<name>.jsonl`` written by :func:`mine_hard_negatives` with the stage-1 model
+                (ranking-consistency filtered, so it may hold fewer examples than the source),
+             2. the dataset's own negatives (SNLI/OCNLI contradictions, TrecQA wrong answers,
+                example-based labeling for classification/clustering),
+             3. random positives of other examples of the same dataset (a weak fallback: it is logged
+                as a WARNING with the count, never silent).
+  distill  : as finetune, read from ``teacher_scores_path/<name>.jsonl`` (written by
+             :func:`score_datasets`), whose records carry ``teacher_scores`` aligned with ``pos + neg``.
+
+Each item draws one positive and M negatives from the example's lists with an RNG seeded by
+(seed, epoch, index): deterministic for a given seed, different each epoch after ``set_epoch``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .catalog import STAGES, CatalogEntry, get_entry
+from .errors import LoadReport, log
+from .instructions import format_query
+from .loader import load_with_report
+
+RANDOM_NEG_POOL = 2  # random fallback keeps RANDOM_NEG_POOL * M candidates so epochs can differ
+
+
+def _add_random_negatives(records: list[dict], num_negatives: int, seed: int, report: LoadReport) -> None:
+    """Top up records with fewer than M negatives with positives of other examples (in place).
+
+    No negatives at all: a pool of ``RANDOM_NEG_POOL * M`` random ones (the item draws M of them per
+    epoch). Some but fewer than M (e.g. one SNLI contradiction): the real ones are kept and the rest is
+    filled once with random ones, so a real hard negative is never crowded out by a duplicate."""
+    short = [i for i, r in enumerate(records) if len(r["neg"]) < num_negatives]
+    if not short or num_negatives == 0:
+        return
+    pool = [r["pos"][0] for r in records]
+    if len(set(pool)) < 2:
+        raise ValueError(f"{report.name}: cannot draw random negatives from a dataset with one distinct positive")
+    rng = np.random.default_rng([seed, 7])
+    n_empty = 0
+    for i in short:
+        rec = records[i]
+        want = RANDOM_NEG_POOL * num_negatives if not rec["neg"] else num_negatives - len(rec["neg"])
+        n_empty += not rec["neg"]
+        own = {rec["query"], *rec["pos"], *rec["neg"]}
+        negs, tries = [], 0
+        while len(negs) < want and tries < want * 20:
+            t = pool[int(rng.integers(len(pool)))]
+            tries += 1
+            if t not in own:
+                negs.append(t)
+                own.add(t)
+        records[i] = dict(rec, neg=list(rec["neg"]) + negs)
+    report.random_negatives = len(short)
+    log.warning("%s: %d of %d examples have fewer than M=%d hard negatives and no mined file (%d have none); "
+                "they get RANDOM in-dataset negatives (weak; run mine_hard_negatives to fix)",
+                report.name, len(short), len(records), num_negatives, n_empty)
+
+
+def stage_records(name: str | CatalogEntry, stage: str, data_dir=None, num_negatives: int = 7,
+                  max_rows: int | None = None, seed: int = 0, mined_dir=None, teacher_scores_path=None,
+                  skip_invalid: bool = True, require_teacher_scores: bool = True) -> tuple[list[dict], LoadReport, str]:
+    """Records of one dataset as the stage uses them, the load report, and where they came from:
+    "source", "mined", "teacher", or "source+random-negatives"."""
+    entry = get_entry(name)
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} not in {STAGES}")
+    if stage not in entry.stages:
+        log.warning("%s is not catalogued for stage %r (its stages: %s); using it anyway", entry.name, stage, entry.stages)
+    kw = dict(data_dir=data_dir, max_rows=max_rows, seed=seed, skip_invalid=skip_invalid)
+    if stage == "distill" and teacher_scores_path is not None:
+        path = Path(teacher_scores_path) / f"{entry.name}.jsonl"
+        if path.is_file():
+            records, report = load_with_report(entry, path=path, **kw)
+            missing = sum("teacher_scores" not in r for r in records)
+            if missing:
+                raise ValueError(f"{path}: {missing} records lack teacher_scores")
+            return records, report, "teacher"
+        if require_teacher_scores:
+            raise FileNotFoundError(f"distill stage: no teacher scores for {entry.name} at {path} "
+                                    f"(run kalm_lib.data.score_datasets first, or require_teacher_scores=False)")
+        log.warning("%s: no teacher scores at %s; its items get teacher_scores=None", entry.name, path)
+    if stage == "pretrain":
+        records, report = load_with_report(entry, **kw)
+        return [dict(r, neg=[]) for r in records], report, "source"
+    if mined_dir is not None and (Path(mined_dir) / f"{entry.name}.jsonl").is_file():
+        records, report = load_with_report(entry, path=Path(mined_dir) / f"{entry.name}.jsonl", **kw)
+        origin = "mined"
+    else:
+        records, report = load_with_report(entry, **kw)
+        origin = "source"
+    if any(len(r["neg"]) < num_negatives for r in records):
+        _add_random_negatives(records, num_negatives, seed, report)
+        origin += "+random-negatives"
+    return records, report, origin
+
+
+class KaLMTrainingDataset(torch.utils.data.Dataset):
+    """Item i: ``{"query", "pos", "neg", "task", "teacher_scores"}`` with instructions applied.
+
+    ``query``: "Instruct: {I} \\n Query: {q}"; ``pos`` and each ``neg``: instructed too if the task is
+    symmetric. ``neg`` has exactly ``num_negatives`` texts (sampled with replacement when an example has
+    fewer, as the V1 code does), or is empty in pre-training. ``teacher_scores`` are the teacher's cosine
+    similarities of the query with [pos] + neg (length 1 + M), or None.
+    """
+
+    def __init__(self, examples: list[dict], tasks: list[str], symmetric: dict[str, bool], num_negatives: int,
+                 stage: str, seed: int = 0, lengths: list[int] | None = None):
+        self.examples, self.tasks, self.symmetric = examples, tasks, symmetric
+        self.num_negatives = num_negatives if stage != "pretrain" else 0
+        self.stage, self.seed, self.epoch = stage, seed, 0
+        self.lengths = lengths if lengths is not None else [
+            max(len(e["query"]), len(e["pos"][0])) for e in examples]
+        self.reports: dict[str, LoadReport] = {}
+        self.origins: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.examples[i]
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        pi = int(rng.integers(len(e["pos"])))
+        ni: list[int] = []
+        if self.num_negatives and e["neg"]:
+            n = len(e["neg"])
+            ni = rng.choice(n, size=self.num_negatives, replace=n < self.num_negatives).tolist()
+        elif self.num_negatives:
+            raise RuntimeError(f"example {i} of {self.tasks[i]} has no negatives in stage {self.stage}")
+        ts = e.get("teacher_scores")
+        if ts is not None:
+            ts = [float(ts[pi])] + [float(ts[len(e["pos"]) + j]) for j in ni]
+        return {"query": e["query"], "pos": e["pos"][pi], "neg": [e["neg"][j] for j in ni],
+                "task": self.tasks[i], "teacher_scores": ts}
+
+    def summary(self):
+        """Per-task table: examples, origin of negatives, what the loader left out."""
+        import pandas as pd
+
+        counts = pd.Series(self.tasks).value_counts()
+        rows = []
+        for t, rep in self.reports.items():
+            rows.append({"dataset": t, "examples": int(counts.get(t, 0)), "origin": self.origins.get(t, ""),
+                         "read": rep.read, "malformed_skipped": rep.invalid,
+                         "left_out": int(sum(rep.dropped.values())), "not_sampled": rep.subsampled,
+                         "random_neg_examples": rep.random_negatives})
+        return pd.DataFrame(rows)
+
+
+def build_training_set(names: list[str], stage: str, data_dir: str | os.PathLike | None = None,
+                       num_negatives: int = 7, max_rows_per_dataset: int | None = None, seed: int = 0,
+                       mined_dir: str | os.PathLike | None = None,
+                       teacher_scores_path: str | os.PathLike | None = None, skip_invalid: bool = True,
+                       use_instructions: bool = True, tokenizer=None,
+                       require_teacher_scores: bool = True) -> KaLMTrainingDataset:
+    """Concatenate the named datasets for ``stage`` (see module doc) into one map-style dataset.
+
+    ``skip_invalid`` defaults to True here because the local mirror has a few malformed records (empty
+    queries); each skipped one is counted and logged with its file:line:field. ``tokenizer`` (optional,
+    e.g. the Qwen2 tokenizer) makes ``.lengths`` token counts instead of character counts."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} not in {STAGES}")
+    if not names:
+        raise ValueError("no dataset names given")
+    examples, tasks, symmetric = [], [], {}
+    reports, origins = {}, {}
+    for name in names:
+        entry = get_entry(name)
+        records, report, origin = stage_records(entry, stage, data_dir, num_negatives, max_rows_per_dataset, seed,
+                                                mined_dir, teacher_scores_path, skip_invalid, require_teacher_scores)
+        report.log()
+        reports[entry.name], origins[entry.name] = report, origin
+        symmetric[entry.name] = entry.symmetric
+        for r in records:
+            instr = (r.get("instruction") or entry.instruction) if use_instructions else None
+            fmt_p = (lambda t, _i=instr: format_query(t, _i)) if entry.symmetric else (lambda t: t)
+            ex = {"query": format_query(r["query"], instr), "pos": [fmt_p(p) for p in r["pos"]],
+                  "neg": [fmt_p(n) for n in r["neg"]]}
+            if "teacher_scores" in r:
+                ex["teacher_scores"] = r["teacher_scores"]
+            examples.append(ex)
+            tasks.append(entry.name)
+    lengths = None
+    if tokenizer is not None:
+        q = tokenizer([e["query"] for e in examples], add_special_tokens=False)["input_ids"]
+        p = tokenizer([e["pos"][0] for e in examples], add_special_tokens=False)["input_ids"]
+        lengths = [max(len(a), len(b)) for a, b in zip(q, p)]
+    ds = KaLMTrainingDataset(examples, tasks, symmetric, num_negatives, stage, seed, lengths)
+    ds.reports, ds.origins = reports, origins
+    log.info("%s training set: %d examples from %d datasets", stage, len(ds), len(names))
+    return ds
