@@ -1,0 +1,480 @@
+"""One training stage of KaLM-Embedding-V2 (pre-training, fine-tuning or distillation) on accelerate.
+
+The three stages differ only in their config (PAPER.md §3):
+
+    stage 1  pretrain   L = InfoNCE over in-batch positives                        (weak pairs)
+    stage 2  finetune   L = focal-InfoNCE over in-batch positives + all hard negatives
+                            + online mixed negatives, under Matryoshka              (mined triples)
+    stage 3  distill    L = α_cl·focal-InfoNCE + α_kd·KL(P_teacher ‖ P_student)      (teacher scores)
+
+Each step embeds the local share of the global batch, gathers q, p⁺, p⁻ (and teacher scores) from
+every process with the local slot keeping its gradient, computes the *global* loss (identical on
+every rank) and back-propagates ``W · L``: DDP averages gradients over the W ranks, so the update is
+exactly the single-process update on the global batch (see ``kalm_lib/losses/distributed.py``).
+
+GradCache (Gao et al., 2021) decouples the batch from memory: embed every sub-batch without a graph,
+compute the loss and its gradient with respect to the embeddings ∂L/∂e, then re-run each sub-batch
+with a graph and back-propagate the surrogate ⟨e, ∂L/∂e⟩. The gradient equals the full-batch one.
+We write it here rather than use sentence-transformers' ``CachedMultipleNegativesRankingLoss``
+because ours must carry hard negatives, mixing, focal weights, distillation and cross-device
+gathering through the same cached step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from kalm_lib.config import TrainConfig
+from kalm_lib.losses import KaLMObjective, ObjectiveConfig, gather_with_grad
+from kalm_lib.model import KaLMEmbedder, smollm2_gguf_path
+
+log = logging.getLogger("kalm_lib.train")
+
+# Dense bf16 peak FLOP/s per device, for MFU (vendor datasheets, no sparsity).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept untouched."""
+
+
+# ---------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig) -> KaLMEmbedder:
+    """The stage's starting model: tiny random Qwen2, a previous stage's folder, a Hub id or a GGUF."""
+    m = cfg.model
+    max_len = max(cfg.data.query_max_len, cfg.data.passage_max_len)
+    kw = {} if m.attn_implementation is None else {"attn_implementation": m.attn_implementation}
+    if m.init == "tiny":
+        model = KaLMEmbedder.tiny(seed=m.seed, causal=m.causal, max_length=max_len, **kw, **m.tiny)
+    elif m.init == "smollm2":
+        model = KaLMEmbedder.from_pretrained(smollm2_gguf_path(), causal=m.causal, max_length=max_len, **kw)
+    elif Path(m.init).is_dir() and (Path(m.init) / "modules.json").is_file():
+        model = KaLMEmbedder.load(m.init, causal=m.causal, max_length=max_len, **kw)
+    else:
+        model = KaLMEmbedder.from_pretrained(m.init, causal=m.causal, max_length=max_len, **kw)
+    if m.num_layers is not None:
+        layers = model.backbone.layers
+        if not 0 < m.num_layers <= len(layers):
+            raise ValueError(f"{cfg.source}: model.num_layers={m.num_layers} must be in [1, {len(layers)}]")
+        model.backbone.layers = layers[: m.num_layers]
+        model.backbone.config.num_hidden_layers = m.num_layers
+        if hasattr(model.backbone.config, "layer_types") and model.backbone.config.layer_types:
+            model.backbone.config.layer_types = model.backbone.config.layer_types[: m.num_layers]
+    return model
+
+
+# ---------------------------------------------------------------------------- batch
+@dataclass
+class Batch:
+    """The local share of a global batch: B queries, B positives, B×M negatives, teacher scores."""
+    queries: list[str]
+    positives: list[str]
+    negatives: list[str]          # flattened B·M, query-major
+    num_negatives: int
+    teacher_scores: torch.Tensor | None   # (B, 1+M) float
+    teacher_mask: torch.Tensor | None     # (B, 1+M) bool
+
+    @classmethod
+    def from_examples(cls, examples: Sequence[dict], num_negatives: int) -> "Batch":
+        negs: list[str] = []
+        for i, e in enumerate(examples):
+            n = list(e.get("neg") or [])
+            if len(n) != num_negatives:
+                raise ValueError(f"example {i} of task {e.get('task')!r} has {len(n)} negatives, "
+                                 f"the config asks for {num_negatives}")
+            negs += n
+        ts = [e.get("teacher_scores") for e in examples]
+        scores = mask = None
+        if any(s is not None for s in ts):
+            width = 1 + num_negatives
+            scores = torch.zeros(len(examples), width, dtype=torch.float32)
+            mask = torch.zeros(len(examples), width, dtype=torch.bool)
+            for i, s in enumerate(ts):
+                if s is not None:
+                    scores[i] = torch.tensor(s, dtype=torch.float32)
+                    mask[i] = torch.isfinite(scores[i])
+                    scores[i] = torch.nan_to_num(scores[i])
+        return cls([e["query"] for e in examples], [e["pos"] for e in examples], negs, num_negatives, scores, mask)
+
+
+def _chunks(n: int, size: int | None):
+    size = size or n
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+class _RandState:
+    """Saves and restores the torch CPU/CUDA RNG so a GradCache re-forward repeats any dropout exactly."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def restore(self):
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+
+
+# ---------------------------------------------------------------------------- step
+class StepRunner:
+    """Forward + backward of one step, plain or GradCache; equal gradients either way."""
+
+    def __init__(self, model, kalm: KaLMEmbedder, objective: KaLMObjective, cfg: TrainConfig,
+                 accelerator=None, generator: torch.Generator | None = None):
+        self.model, self.kalm, self.objective, self.cfg = model, kalm, objective, cfg
+        self.accelerator = accelerator
+        self.generator = generator
+        self.world = accelerator.num_processes if accelerator is not None else 1
+
+    def _tokenize(self, texts, max_len):
+        feats = self.kalm.tokenize(texts, max_length=max_len)
+        dev = self.kalm.device
+        return {k: v.to(dev) for k, v in feats.items()}
+
+    def _features(self, batch: Batch):
+        """Tokenised sub-batches: [(kind, start, end, features)], and token counts."""
+        chunk = self.cfg.optim.gradcache_chunk_size
+        parts, real, total = [], 0, 0
+        # Passages = positives then negatives (query-major); one tokenisation per sub-batch.
+        passages = batch.positives + batch.negatives
+        for kind, texts, max_len in (("q", batch.queries, self.cfg.data.query_max_len),
+                                     ("p", passages, self.cfg.data.passage_max_len)):
+            for s, e in _chunks(len(texts), chunk):
+                f = self._tokenize(texts[s:e], max_len)
+                real += int(f["attention_mask"].sum())
+                total += f["attention_mask"].numel()
+                parts.append((kind, s, e, f))
+        return parts, real, total
+
+    def _loss(self, q, p, batch: Batch):
+        B, M = len(batch.queries), batch.num_negatives
+        p_pos, p_neg = p[:B], (p[B:].view(B, M, -1) if M else None)
+        qg, ppg = gather_with_grad(q), gather_with_grad(p_pos)
+        png = gather_with_grad(p_neg) if p_neg is not None else None
+        ts = tm = None
+        if batch.teacher_scores is not None:
+            ts = gather_with_grad(batch.teacher_scores.to(q.device))
+            tm = gather_with_grad(batch.teacher_mask.to(q.device))
+        out = self.objective(qg.float(), ppg.float(), png.float() if png is not None else None,
+                             teacher_scores=ts, teacher_mask=tm, generator=self.generator)
+        return out
+
+    def _backward(self, loss):
+        if self.accelerator is not None:
+            self.accelerator.backward(loss)
+        else:
+            loss.backward()
+
+    def __call__(self, batch: Batch) -> tuple[dict, int, int]:
+        """Run forward and backward; returns (loss terms as floats, real tokens, padded tokens)."""
+        parts, real, total = self._features(batch)
+        if self.cfg.optim.gradcache_chunk_size is None:
+            embs = {"q": [], "p": []}
+            for kind, _, _, f in parts:
+                embs[kind].append(self.model(**f))
+            out = self._loss(torch.cat(embs["q"]), torch.cat(embs["p"]), batch)
+            self._check_finite(out)
+            self._backward(out["loss"] * self.world)
+        else:
+            out = self._gradcache(parts, batch)
+        return {k: float(v.detach()) for k, v in out.items()}, real, total
+
+    def _gradcache(self, parts, batch: Batch) -> dict:
+        # 1) embed every sub-batch without a graph, remembering the RNG state of each
+        states, embs = [], {"q": [], "p": []}
+        with torch.no_grad():
+            for kind, _, _, f in parts:
+                states.append(_RandState())
+                embs[kind].append(self.model(**f))
+        q = torch.cat(embs["q"]).detach().requires_grad_()
+        p = torch.cat(embs["p"]).detach().requires_grad_()
+        # 2) the loss and its gradient with respect to the embeddings only
+        out = self._loss(q, p, batch)
+        self._check_finite(out)
+        (out["loss"] * self.world).backward()
+        grads = {"q": q.grad, "p": p.grad}
+        # 3) re-embed each sub-batch with a graph and back-propagate ⟨e, ∂L/∂e⟩; gradients are
+        #    synchronised across processes only on the last sub-batch
+        sync = self.accelerator.no_sync if self.accelerator is not None else (lambda _m: nullcontext())
+        for n, ((kind, s, e, f), st) in enumerate(zip(parts, states)):
+            current = _RandState()
+            st.restore()
+            ctx = nullcontext() if n == len(parts) - 1 else sync(self.model)
+            with ctx:
+                emb = self.model(**f)
+                self._backward((emb * grads[kind][s:e].to(emb.dtype)).sum())
+            current.restore()
+        return out
+
+    @staticmethod
+    def _check_finite(out: dict):
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()).all():
+            terms = {k: float(v.detach()) for k, v in out.items()}
+            raise TrainingDiverged(f"non-finite loss {terms}; stopping. The last good checkpoint is kept; "
+                                   "lower the learning rate or raise τ and resume.")
+
+
+# ---------------------------------------------------------------------------- state
+class TrainState:
+    """Everything beyond model/optimizer/scheduler that a resumed run needs to continue identically."""
+
+    def __init__(self, sampler, generator: torch.Generator):
+        self.step, self.epoch, self.sampler, self.generator = 0, 0, sampler, generator
+
+    def state_dict(self):
+        return {"step": self.step, "epoch": self.epoch, "sampler": self.sampler.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, d):
+        self.step, self.epoch = int(d["step"]), int(d["epoch"])
+        self.sampler.load_state_dict(d["sampler"])
+        self.generator.set_state(d["generator"])
+
+
+def _atomic_write_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# ---------------------------------------------------------------------------- trainer
+class StageTrainer:
+    """Trains one stage from a :class:`TrainConfig`; ``run()`` returns the final model folder.
+
+    ``dataset`` (map-style, items like ``kalm_lib.data.build_training_set``'s, with ``.tasks`` and
+    ``.lengths``) and ``model`` may be passed in (tests, notebooks); otherwise they come from the config.
+    ``callbacks`` are called as ``cb(step, record)`` after each logged step.
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset=None, model: KaLMEmbedder | None = None,
+                 callbacks: Sequence[Callable[[int, dict], None]] = ()):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        cuda = torch.cuda.is_available()
+        bf16 = cfg.optim.bf16 == "yes" or (cfg.optim.bf16 == "auto" and cuda)
+        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+        set_seed(cfg.seed)
+        self.callbacks = list(callbacks)
+        self.kalm = model if model is not None else build_model(cfg)
+        if cfg.optim.gradient_checkpointing:
+            self.kalm.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        if len(self.dataset) == 0:
+            raise ValueError(f"{cfg.source}: the training set is empty")
+        acc = self.accelerator
+        if cfg.optim.batch_size % acc.num_processes:
+            raise ValueError(f"{cfg.source}: optim.batch_size={cfg.optim.batch_size} must divide by the "
+                             f"{acc.num_processes} processes")
+        from kalm_lib.data import TaskBatchSampler
+        self.sampler = TaskBatchSampler(
+            list(self.dataset.tasks), batch_size=cfg.optim.batch_size, homogeneous_ratio=cfg.data.homogeneous_ratio,
+            seed=cfg.seed, num_replicas=acc.num_processes, rank=acc.process_index, drop_last=True,
+            group_by_length=cfg.data.group_by_length, lengths=list(getattr(self.dataset, "lengths", []) or []) or None)
+        self.steps_per_epoch = len(self.sampler)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{cfg.source}: {len(self.dataset)} examples make no full batch of "
+                             f"{cfg.optim.batch_size}; lower optim.batch_size or add data")
+        self.total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * self.steps_per_epoch))
+        o = cfg.optim
+        params = [p for p in self.kalm.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay,
+                                           betas=tuple(o.adam_betas), eps=o.adam_eps)
+        from transformers import get_linear_schedule_with_warmup
+        # The scheduler is stepped by hand once per optimizer step (accelerate's prepared scheduler
+        # would step once per process).
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(o.warmup_ratio * self.total_steps), self.total_steps)
+        self.model, self.optimizer = acc.prepare(self.kalm, self.optimizer)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.state = TrainState(self.sampler, self.generator)
+        acc.register_for_checkpointing(self.scheduler, self.state)
+        self.objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
+        self.step_runner = StepRunner(self.model, self.kalm, self.objective, cfg, acc, self.generator)
+        n_params = sum(p.numel() for p in self.kalm.parameters())
+        n_embed = self.kalm.backbone.get_input_embeddings().weight.numel()
+        self.flops_per_token = 6 * (n_params - n_embed) * (4 / 3 if o.gradcache_chunk_size else 1)
+        self.peak_flops = _peak_flops(self.kalm.device)
+
+    def _build_dataset(self):
+        from kalm_lib.data import build_training_set
+        d = self.cfg.data
+        if not d.datasets:
+            raise ValueError(f"{self.cfg.source}: data.datasets is empty")
+        return build_training_set(
+            list(d.datasets), stage=self.cfg.stage, num_negatives=d.num_negatives,
+            max_rows_per_dataset=d.max_rows_per_dataset, seed=self.cfg.seed, mined_dir=d.mined_dir,
+            teacher_scores_path=d.teacher_scores_path, skip_invalid=d.skip_invalid, tokenizer=self.kalm.tokenizer)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self):
+        """accelerate state (model, optimizer, RNG, scheduler, sampler, mixing generator), atomically."""
+        acc = self.accelerator
+        final = self.ckpt_dir / f"step_{self.state.step:07d}"
+        tmp = self.ckpt_dir / f".tmp_step_{self.state.step:07d}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _atomic_write_text(self.ckpt_dir / "latest", final.name + "\n")
+            done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())
+            for old in done[: max(0, len(done) - self.cfg.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def maybe_resume(self) -> bool:
+        latest = self.ckpt_dir / "latest"
+        if not (self.cfg.resume and latest.is_file()):
+            return False
+        path = self.ckpt_dir / latest.read_text().strip()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{latest} points at {path}, which is missing")
+        self.accelerator.load_state(str(path))
+        log.info("resumed from %s at step %d", path, self.state.step)
+        self._truncate_metrics(self.state.step)
+        return True
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def _truncate_metrics(self, step: int):
+        """After a resume, drop log lines of steps that will be re-run."""
+        if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
+            return
+        keep = [l for l in self.metrics_path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
+        _atomic_write_text(self.metrics_path, "".join(l + "\n" for l in keep))
+
+    def _log(self, record: dict):
+        if self.accelerator.is_main_process:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        for cb in self.callbacks:
+            cb(record["step"], record)
+
+    # ------------------------------------------------------------------ loop
+    def _batches(self):
+        """Local example batches from the current sampler position, across epochs."""
+        while True:
+            self.sampler.set_epoch(self.state.epoch)
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(self.state.epoch)
+            for idx in self.sampler:
+                yield [self.dataset[int(i)] for i in idx]
+            self.state.epoch += 1  # set_epoch() of a new epoch restarts the sampler at position 0
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.accelerator
+        self.out.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            _atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
+        resumed = self.maybe_resume()
+        if not resumed and acc.is_main_process and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        M = self.dataset.num_negatives if hasattr(self.dataset, "num_negatives") else cfg.data.num_negatives
+        if cfg.stage == "pretrain":
+            M = 0
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"{cfg.stage}",
+                   disable=not (cfg.progress_bar and acc.is_main_process))
+        batches = self._batches()
+        while self.state.step < self.total_steps:
+            t0 = time.perf_counter()
+            batch = Batch.from_examples(next(batches), M)
+            terms, real, total = self.step_runner(batch)
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip) \
+                if cfg.optim.grad_clip else _grad_norm(self.model)
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.step += 1
+            dt = time.perf_counter() - t0
+            tokens = real * acc.num_processes
+            rec = {"step": self.state.step, "epoch": self.state.epoch, **terms, "lr": lr,
+                   "grad_norm": float(grad_norm), "tokens_per_s": tokens / dt,
+                   "pairs_per_s": cfg.optim.batch_size / dt, "padding_fraction": 1 - real / max(total, 1),
+                   "memory_mb": _memory_mb(self.kalm.device), "step_time_s": dt}
+            if self.peak_flops:
+                rec["mfu"] = self.flops_per_token * total / dt / self.peak_flops
+            if self.state.step % cfg.log_every == 0 or self.state.step == self.total_steps:
+                self._log(rec)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}")
+            bar.update(1)
+            if cfg.save_every and self.state.step % cfg.save_every == 0 and self.state.step < self.total_steps:
+                self.save_checkpoint()
+        bar.close()
+        return self.save_final()
+
+    def save_final(self) -> Path:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        final = self.out / "final"
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save(final)
+            _atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step}) + "\n")
+        acc.wait_for_everyone()
+        return final
+
+
+def _grad_norm(model) -> torch.Tensor:
+    grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.tensor(0.0)
+
+
+def train_stage(cfg: TrainConfig, dataset=None, model: KaLMEmbedder | None = None,
+                callbacks: Sequence[Callable[[int, dict], None]] = ()) -> Path:
+    """Train one stage; returns its final sentence-transformers folder (``<output_dir>/final``)."""
+    return StageTrainer(cfg, dataset=dataset, model=model, callbacks=callbacks).run()
+
+
+def read_metrics(output_dir: str | os.PathLike):
+    """The per-step JSON Lines log of a run as a pandas DataFrame."""
+    import pandas as pd
+
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics log at {path}")
+    return pd.read_json(path, lines=True)

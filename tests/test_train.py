@@ -1,0 +1,183 @@
+"""The stage trainer: GradCache = full-batch gradient, resume = uninterrupted run, 2 processes = 1, NaN stops."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kalm_lib.config import config_from_dict
+from kalm_lib.losses import KaLMObjective, ObjectiveConfig
+from kalm_lib.model import KaLMEmbedder
+from kalm_lib.train import Batch, StepRunner, TrainingDiverged, train_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """Deterministic (query, positive, negatives, teacher scores) examples over two tasks."""
+
+    def __init__(self, n=48, num_negatives=3, teacher=False):
+        g = torch.Generator().manual_seed(0)
+        self.items, self.tasks, self.lengths = [], [], []
+        self.num_negatives = num_negatives
+        for i in range(n):
+            w = [WORDS[int(k)] for k in torch.randint(len(WORDS), (6,), generator=g)]
+            q = " ".join(w[:3 + i % 3])
+            item = {"query": f"Instruct: find it \n Query: {q}", "pos": " ".join(w[: 2 + i % 4]) + " ok",
+                    "neg": [" ".join(reversed(w[j:])) for j in range(num_negatives)], "task": f"t{i % 2}",
+                    "teacher_scores": [0.9] + [0.5 - 0.1 * j for j in range(num_negatives)] if teacher else None}
+            self.items.append(item)
+            self.tasks.append(item["task"])
+            self.lengths.append(len(q))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def toy_config(tmp_path, **over):
+    d = {"stage": "finetune", "output_dir": str(tmp_path / "run"), "seed": 0,
+         "model": {"init": "tiny", "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                                            "num_key_value_heads": 2, "num_hidden_layers": 2}},
+         "data": {"num_negatives": 3, "query_max_len": 16, "passage_max_len": 16, "group_by_length": False},
+         "objective": {"tau": 0.05, "focal_gamma": 0.5, "mix_pairwise": 2, "mix_listwise": True,
+                       "matryoshka_dims": [32, 16], "matryoshka_weights": [1.0, 0.5]},
+         "optim": {"lr": 1e-3, "batch_size": 8, "max_steps": 6, "warmup_ratio": 0.0, "grad_clip": 1.0},
+         "progress_bar": False}
+    for k, v in over.items():
+        if isinstance(v, dict):
+            d.setdefault(k, {}).update(v)
+        else:
+            d[k] = v
+    return config_from_dict(d)
+
+
+# --------------------------------------------------------------------------- GradCache
+def _grads_for(chunk, distill):
+    cfg = toy_config(Path("/tmp"), optim={"gradcache_chunk_size": chunk},
+                     objective={"distill_weight": 1.0} if distill else {})
+    model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny).double()
+    objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
+    gen = torch.Generator().manual_seed(1)
+    runner = StepRunner(model, model, objective, cfg, accelerator=None, generator=gen)
+    ds = ToyDataset(num_negatives=3, teacher=distill)
+    batch = Batch.from_examples([ds[i] for i in range(8)], 3)
+    terms, _, _ = runner(batch)
+    return terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_gradcache_equals_full_batch_gradient(distill):
+    full_terms, full = _grads_for(None, distill)
+    cached_terms, cached = _grads_for(3, distill)
+    assert full_terms["loss"] == pytest.approx(cached_terms["loss"], abs=1e-10)
+    assert full.keys() == cached.keys() and len(full) > 5
+    for name in full:
+        torch.testing.assert_close(cached[name], full[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------- resume
+def _final_weights(out: Path):
+    from safetensors.torch import load_file
+    return load_file(str(out / "model.safetensors"))
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
+    ds = ToyDataset()
+    straight = train_stage(toy_config(tmp_path / "a", save_every=2), dataset=ds)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, rec):
+        if step == 5:
+            raise Killed()
+
+    cfg_b = toy_config(tmp_path / "b", save_every=2, log_every=1)
+    with pytest.raises(Killed):
+        train_stage(cfg_b, dataset=ds, callbacks=[kill_at_5])
+    latest = (Path(cfg_b.output_dir) / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step_0000004"
+    resumed = train_stage(cfg_b, dataset=ds)
+    a, b = _final_weights(straight), _final_weights(resumed)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=0, rtol=0, msg=k)
+    steps = [json.loads(l)["step"] for l in (Path(cfg_b.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_metrics_log_fields(tmp_path):
+    cfg = toy_config(tmp_path, optim={"max_steps": 2})
+    train_stage(cfg, dataset=ToyDataset())
+    rec = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ["step", "loss", "contrastive", "lr", "grad_norm", "tokens_per_s", "padding_fraction", "memory_mb"]:
+        assert key in rec, key
+    assert 0 <= rec["padding_fraction"] < 1
+    # The final model is a sentence-transformers folder that loads back.
+    assert KaLMEmbedder.load(Path(cfg.output_dir) / "final").embedding_dim == 32
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = toy_config(tmp_path, save_every=2)
+
+    def poison(step, rec):
+        if step == 3:  # corrupt the weights after step 3: step 4's loss is NaN
+            with torch.no_grad():
+                for p in trainer_model.parameters():
+                    p.fill_(float("nan"))
+
+    trainer_model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
+    with pytest.raises(TrainingDiverged, match="non-finite loss"):
+        train_stage(cfg, dataset=ToyDataset(), model=trainer_model, callbacks=[poison])
+    ckpt = Path(cfg.output_dir) / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step_0000002"
+    from safetensors.torch import load_file
+    w = load_file(str(ckpt / "step_0000002" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        toy_config(tmp_path, optim={"lr_typo": 1})
+    with pytest.raises(ValueError, match="objective"):
+        toy_config(tmp_path, objective={"focal_gamma": -1})
+    with pytest.raises(ValueError, match="negatives"):
+        Batch.from_examples([{"query": "q", "pos": "p", "neg": ["a"], "task": "t"}], 3)
+
+
+# --------------------------------------------------------------------------- two processes
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_process_step_equals_one_process(tmp_path):
+    """torchrun (gloo, 2 ranks × 4) gives the same loss and updated weights as 1 process × 8."""
+    script = ROOT / "tests" / "two_process_step.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    subprocess.run([sys.executable, str(script), str(one)], check=True, env=env, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    res = subprocess.run(torchrun + [str(script), str(two)], env=env, timeout=300, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (tmp_path / "one.rank0").read_text().split() == ["1", "8"]
+    for r in (0, 1):
+        assert (tmp_path / f"two.rank{r}").read_text().split() == ["2", "4"], "torchrun did not form a 2-process group"
+    la = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
+    assert len(la) == len(lb) == 2
+    for ra, rb in zip(la, lb):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6)
+        # Pins the W·L loss scaling: DDP averages over ranks, so without it this norm would halve.
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
+    a, b = _final_weights(one / "final"), _final_weights(two / "final")
+    for k in a:
+        # Adam turns the round-off in near-zero gradients (e.g. the key bias, to which softmax attention
+        # is invariant) into ±lr·1e-3-sized steps; everything else agrees to ~1e-7.
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5, msg=k)
