@@ -2,29 +2,16 @@
 
 Every reference works on python loops over queries and candidates with scalar torch ops (float64), so autograd
 gives reference gradients too. The tests at the bottom pin the references themselves to hand-computed values.
-Other test_losses_*.py files load this module through `load_reference()` (by file path, independent of sys.path).
+Other test_losses_*.py files load this module by file path (their `_reference()`), independent of sys.path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import torch
 
 DT = torch.float64
-
-
-def load_reference():
-    name = "_kalm_losses_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("test_losses_reference.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
 # ---------------------------------------------------------------------------------------------- inputs

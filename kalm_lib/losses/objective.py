@@ -18,10 +18,10 @@ the rank), so that every rank builds the same mixes and computes the same global
 
 Returned dict (all tensors; only "loss" carries a graph):
     loss               the scalar L above
-    contrastive        Σ_d w_d · L_focal^{(d)}
-    distill            Σ_d w_d · L_KL^{(d)}          (only when distill_weight > 0)
-    focal_weight_mean  mean_i w_i at the largest dim (1 when γ = 0)
-    p_pos_mean         mean_i p_i at the largest dim (softmax probability of the positive over Z_i)
+    contrastive        Σ_d w_d · L_focal^{(d)}                                  (when contrastive_weight > 0)
+    focal_weight_mean  mean_i w_i at the largest dim (1 when γ = 0)             (when contrastive_weight > 0)
+    p_pos_mean         mean_i p_i at the largest dim (probability of the positive over Z_i; same condition)
+    distill            Σ_d w_d · L_KL^{(d)}                                     (when distill_weight > 0)
     n_mixed            number of synthetic negatives per query
 """
 
