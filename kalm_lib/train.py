@@ -167,7 +167,8 @@ class StepRunner:
         ts = tm = None
         if batch.teacher_scores is not None:
             ts = gather_with_grad(batch.teacher_scores.to(q.device))
-            tm = gather_with_grad(batch.teacher_mask.to(q.device))
+            # gathered as uint8: bool all_gather is not supported by every backend (NCCL)
+            tm = gather_with_grad(batch.teacher_mask.to(q.device, torch.uint8)).bool()
         out = self.objective(qg.float(), ppg.float(), png.float() if png is not None else None,
                              teacher_scores=ts, teacher_mask=tm, generator=self.generator)
         return out

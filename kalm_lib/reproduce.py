@@ -1,0 +1,99 @@
+"""`make reproduce`: execute every stage notebook for a profile with papermill, then build the book.
+
+Executed copies go to ``<build_dir>/notebooks/`` (never into ``notebooks/``); the run's models, logs and
+results to ``<build_dir>/run/``. The first failing notebook stops the run, is named, and its executed
+copy (with the traceback in the failing cell) is kept. ``run_info.json`` records the profile, date,
+machine, commit and each notebook's wall time, for the book's "which run made these numbers" note.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["01_data", "02_pretrain", "03_finetune", "04_distill", "05_evaluate"]
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = f"{os.cpu_count()} CPU cores"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}× {torch.cuda.get_device_name(0)}, {cpu}"
+    return f"{platform.machine()} {cpu}, no GPU"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
+    """The papermill parameters every notebook understands (see each notebook's parameters cell)."""
+    return {"profile": profile, "run_dir": str(run_dir)}
+
+
+def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[str] | None = None,
+                  kernel: str = "python3") -> dict:
+    """Execute the notebooks in order; raise SystemExit naming the first that fails."""
+    import papermill as pm
+
+    from kalm_lib.config import load_profile
+
+    load_profile(profile)  # fail early on an unknown profile
+    build = Path(build_dir).resolve()
+    out_dir, run_dir = build / "notebooks", build / "run"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"profile": profile, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": _machine(), "commit": _commit(), "python": sys.version.split()[0], "notebooks": {}}
+    env_root = os.environ.setdefault("KALM_PROJECT_ROOT", str(ROOT))
+    for name in notebooks or NOTEBOOKS:
+        src = ROOT / "notebooks" / f"{name}.ipynb"
+        dst = out_dir / f"{name}.ipynb"
+        print(f"[reproduce] {name} ({profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=notebook_parameters(name, profile, run_dir),
+                                kernel_name=kernel, cwd=env_root, progress_bar=False, log_output=False)
+        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+            info["notebooks"][name] = {"status": "failed", "seconds": round(time.perf_counter() - t0, 1)}
+            info["failed"] = name
+            _write_json(build / "run_info.json", info)
+            raise SystemExit(f"[reproduce] notebook {name} FAILED after {time.perf_counter() - t0:.0f}s; "
+                             f"its executed copy is kept at {dst}\n{type(err).__name__}: {err}") from None
+        secs = round(time.perf_counter() - t0, 1)
+        info["notebooks"][name] = {"status": "ok", "seconds": secs}
+        print(f"[reproduce] {name} done in {secs:.0f}s", flush=True)
+        _write_json(build / "run_info.json", info)
+    info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_json(build / "run_info.json", info)
+    return info
+
+
+def reproduce(profile: str, build_dir: str | os.PathLike, build_book: bool = True) -> None:
+    info = run_notebooks(profile, build_dir)
+    total = sum(v["seconds"] for v in info["notebooks"].values())
+    print(f"[reproduce] all notebooks ran in {total / 60:.1f} min: "
+          + ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in info["notebooks"].items()))
+    if build_book:
+        from kalm_lib.book import build_book as _build
+
+        index = _build(build_dir)
+        print(f"[reproduce] book: open {index}")
