@@ -1,0 +1,45 @@
+"""Evaluation: an mteb 2.x wrapper with the KaLM-V2 prompts, local MTEB tasks, the paper's lists, tables.
+
+    from kalm_lib.evaluation import evaluate_model, LOCAL_SUITE, SMOKE_SUITE, results_table
+    df = evaluate_model(model, tasks=SMOKE_SUITE, output_dir="runs/smoke/eval", model_name="student/init")
+    results_table(df); type_table(df); summary_table(df)      # per task, per type, MTK / MTY
+    compare_with_paper(df, "MTEB(eng, v1)")                    # ours beside KaLM-V2 / V2.5
+
+Modules: ``encoder`` (KaLMEncoder, prompts), ``local_tasks`` (the mirror as mteb tasks),
+``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``.
+"""
+
+from .benchmarks import BENCHMARKS, MTEB_CMN_V1, MTEB_ENG_V1, benchmark_tasks, main_split
+from .encoder import KALM_QUERY_TEMPLATE, KaLM_v2_task_prompts, KaLMEncoder, load_model
+from .local_tasks import (
+    COMPLETE_TASKS,
+    LOCAL_SUITE,
+    LOCAL_SUITE_EN,
+    LOCAL_SUITE_ZH,
+    LOCAL_TASK_SPECS,
+    SMOKE_SUITE,
+    LocalDataError,
+    get_local_task,
+)
+from .runner import RESULT_COLUMNS, evaluate_checkpoints, evaluate_model
+from .tables import (
+    compare_with_paper,
+    load_paper_results,
+    main_scores,
+    mtk,
+    mty,
+    paper_type_table,
+    read_results,
+    results_table,
+    summary_table,
+    type_table,
+    write_results,
+)
+
+__all__ = [
+    "BENCHMARKS", "COMPLETE_TASKS", "KALM_QUERY_TEMPLATE", "KaLMEncoder", "KaLM_v2_task_prompts", "LOCAL_SUITE",
+    "LOCAL_SUITE_EN", "LOCAL_SUITE_ZH", "LOCAL_TASK_SPECS", "LocalDataError", "MTEB_CMN_V1", "MTEB_ENG_V1",
+    "RESULT_COLUMNS", "SMOKE_SUITE", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
+    "evaluate_model", "get_local_task", "load_model", "load_paper_results", "main_scores", "main_split", "mtk",
+    "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
+]

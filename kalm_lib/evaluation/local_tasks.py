@@ -1,0 +1,392 @@
+"""MTEB tasks over the local data mirror ($KALM_DATA_DIR/en and /zh), runnable without the Hub.
+
+Each local dataset becomes a subclass of the matching built-in mteb task (``type(mteb.get_task(base))``)
+with a copied metadata (new name, local path) and a ``load_data`` that reads the JSON Lines files, so
+the metric, main score, evaluator and split names are MTEB's own. Naming:
+
+* a copy with the same rows as MTEB's keeps MTEB's name (``STSBenchmark``, ``SciFact``, ``ATEC`` …);
+* a copy that differs says how (``STS12-noMSRvid``, ``TNews-devhalf``, ``CLSClusteringS2S-9k``);
+* a dataset MTEB does not have ends in ``-local`` (``MRPC-local``, ``TrecQA-local`` …) and borrows the
+  evaluator of a built-in task of the same type and language.
+
+``complete=True`` marks the copies whose scores are comparable with the public MTEB results
+(checked for all-MiniLM-L6-v2 in ``tests/test_eval_harness.py``).
+
+``max_rows`` caps every evaluated split (and a classification train split) at that many rows, drawn
+with a fixed seed; retrieval keeps ``max_rows`` queries and a corpus of their relevant documents plus
+up to ``10 × max_rows`` others. Capped scores are for smoke runs only: they are not comparable with MTEB.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .encoder import register_prompt_alias
+
+CAP_SEED = 0
+CORPUS_PER_QUERY = 10  # distractor documents kept per capped query in retrieval
+
+
+class LocalDataError(ValueError):
+    """A local task file is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class LocalTaskSpec:
+    """One local dataset and the MTEB task it is evaluated as.
+
+    ``splits`` maps an MTEB split name to the local files whose rows make it (concatenated).
+    """
+
+    name: str
+    folder: str  # relative to $KALM_DATA_DIR, e.g. "en/sts-stsbenchmark"
+    base: str  # the built-in mteb task subclassed (metric, main score, evaluator)
+    kind: str  # sts | pair | classification | clustering | reranking | retrieval
+    splits: dict[str, tuple[str, ...]]
+    language: str  # "en" | "zh"
+    complete: bool  # same rows as MTEB's copy of ``base``: scores comparable with public results
+    note: str = ""
+    eval_splits: tuple[str, ...] | None = None  # default: the splits in ``splits`` minus "train"
+    row_filter: tuple[str, tuple[Any, ...]] | None = None  # (field, values to drop)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mteb_name(self) -> str | None:
+        """The MTEB task whose public scores this copy reproduces (None when it cannot)."""
+        return self.base if self.complete else None
+
+    @property
+    def evaluated_splits(self) -> tuple[str, ...]:
+        return self.eval_splits or tuple(s for s in self.splits if s != "train")
+
+
+_S = LocalTaskSpec
+LOCAL_TASK_SPECS: tuple[LocalTaskSpec, ...] = (
+    # ---------------------------------------------------------------- English
+    _S("STSBenchmark", "en/sts-stsbenchmark", "STSBenchmark", "sts", {"test": ("test.jsonl",)}, "en", True),
+    _S("SICK-R", "en/sts-sickr", "SICK-R", "sts", {"test": ("test.jsonl", "train.jsonl")}, "en", True,
+       "MTEB's SICK-R 'test' is all 9,927 SICK pairs = local test (4,927) + train/trial (5,000)"),
+    _S("STS12-noMSRvid", "en/sts-sts12", "STS12", "sts", {"test": ("test.jsonl",)}, "en", False,
+       "lacks the 750 MSRvid pairs (2,358 of MTEB's 3,108)"),
+    _S("STS13", "en/sts-sts13", "STS13", "sts", {"test": ("test.jsonl",)}, "en", True,
+       "same 1,500 pairs; whitespace differs slightly from MTEB's copy"),
+    _S("STS14", "en/sts-sts14", "STS14", "sts", {"test": ("test.jsonl",)}, "en", True,
+       "same 3,750 pairs; whitespace differs slightly from MTEB's copy"),
+    _S("STS15", "en/sts-sts15", "STS15", "sts", {"test": ("test.jsonl",)}, "en", True,
+       "same 3,000 pairs; whitespace differs slightly from MTEB's copy"),
+    _S("STS16", "en/sts-sts16", "STS16", "sts", {"test": ("test.jsonl",)}, "en", True,
+       "same 1,186 pairs; whitespace differs slightly from MTEB's copy"),
+    _S("MRPC-local", "en/pair-mrpc", "TwitterSemEval2015", "pair", {"test": ("test.jsonl",)}, "en", False,
+       "MSR paraphrase corpus; not an MTEB task (scored like TwitterSemEval2015: max AP)"),
+    _S("Banking77Classification", "en/cls-banking77", "Banking77Classification", "classification",
+       {"train": ("train.jsonl",), "test": ("test.jsonl",)}, "en", True),
+    _S("Banking77Clustering-local", "en/cls-banking77", "TwentyNewsgroupsClustering.v2", "clustering",
+       {"test": ("test.jsonl",)}, "en", False,
+       "Banking77 test as a 77-cluster set; not an MTEB task (no MTEB clustering corpus is mirrored)"),
+    _S("TrecQA-local", "en/rerank-trecqa", "AskUbuntuDupQuestions", "reranking", {"test": ("test.jsonl",)}, "en",
+       False, "TrecQA answer selection (clean test, 68 queries); not an MTEB task (scored like AskUbuntu: MAP)"),
+    _S("SciFact", "en/retr-scifact", "SciFact", "retrieval", {"test": ("qrels/test.tsv",)}, "en", True),
+    # ---------------------------------------------------------------- Chinese
+    _S("ChnSentiCorp-local", "zh/cls-chnsenticorp", "OnlineShopping", "classification",
+       {"train": ("train.jsonl",), "test": ("test.jsonl",)}, "zh", False,
+       "ChnSentiCorp (dev as train); not a C-MTEB task (scored like OnlineShopping: accuracy)"),
+    _S("THUCNews-local", "zh/cls-thucnews", "TNews", "classification",
+       {"train": ("train.jsonl",), "test": ("test.jsonl",)}, "zh", False,
+       "THUCNews titles (dev as train); not a C-MTEB task (scored like TNews: accuracy)"),
+    _S("TNews-devhalf", "zh/cls-tnews", "TNews", "classification",
+       {"train": ("train.jsonl",), "validation": ("test.jsonl",)}, "zh", False,
+       "4,928 rows of CLUE TNEWS dev split 50/50 (C-MTEB: 53,360 train / 10,000 validation)"),
+    _S("CLSClusteringS2S-9k", "zh/clu-csl-s2s", "CLSClusteringS2S.v2", "clustering", {"test": ("test.jsonl",)},
+       "zh", False, "9,000 CSL titles, 13 disciplines (C-MTEB: 100,000 titles)"),
+    _S("Ocnli", "zh/pair-ocnli", "Ocnli", "pair", {"validation": ("validation.jsonl",)}, "zh", True,
+       "neutral pairs dropped, as C-MTEB does (1,847 of 2,950)", row_filter=("nli_label", ("neutral",))),
+    _S("CMRC2018Retrieval-local", "zh/retr-cmrc2018", "T2Retrieval", "retrieval", {"test": ("qrels/test.tsv",)},
+       "zh", False, "CMRC 2018 dev questions → their paragraph (848 docs); not a C-MTEB task"),
+    _S("AFQMC", "zh/sts-afqmc", "AFQMC", "sts", {"validation": ("validation.jsonl",)}, "zh", True),
+    _S("ATEC", "zh/sts-atec", "ATEC", "sts", {"validation": ("validation.jsonl",), "test": ("test.jsonl",)}, "zh",
+       True),
+    _S("BQ", "zh/sts-bq", "BQ", "sts", {"validation": ("validation.jsonl",), "test": ("test.jsonl",)}, "zh", True),
+    _S("LCQMC", "zh/sts-lcqmc", "LCQMC", "sts", {"test": ("test.jsonl",)}, "zh", True),
+    _S("PAWSX", "zh/sts-pawsx", "PAWSX", "sts", {"test": ("test.jsonl",)}, "zh", True),
+    _S("STSB", "zh/sts-stsb", "STSB", "sts", {"validation": ("validation.jsonl",), "test": ("test.jsonl",)}, "zh",
+       True),
+)
+SPECS: dict[str, LocalTaskSpec] = {s.name: s for s in LOCAL_TASK_SPECS}
+
+LOCAL_SUITE: list[str] = [s.name for s in LOCAL_TASK_SPECS]
+"""Every local task, English then Chinese."""
+LOCAL_SUITE_EN: list[str] = [s.name for s in LOCAL_TASK_SPECS if s.language == "en"]
+LOCAL_SUITE_ZH: list[str] = [s.name for s in LOCAL_TASK_SPECS if s.language == "zh"]
+COMPLETE_TASKS: list[str] = [s.name for s in LOCAL_TASK_SPECS if s.complete]
+"""The local copies whose scores are comparable with the public MTEB results."""
+
+SMOKE_SUITE: dict[str, int | None] = {
+    "STSBenchmark": None,
+    "SciFact": 100,
+    "Banking77Classification": 1000,
+    "STSB": 500,
+}
+"""Fast "before/after" tasks for training notebooks: task → row cap (None = full). About a minute
+with a tiny model on CPU. Iterate it as a dict (``evaluate_model(m, tasks=SMOKE_SUITE)``) to keep the caps."""
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data mirror: ``path`` or ``$KALM_DATA_DIR``."""
+    d = path or os.environ.get("KALM_DATA_DIR")
+    if not d:
+        raise LocalDataError("KALM_DATA_DIR is not set: point it at the local data mirror (e.g. ../shared/data)")
+    d = Path(d)
+    if not d.is_dir():
+        raise LocalDataError(f"KALM_DATA_DIR={d} is not a directory")
+    return d
+
+
+# ---------------------------------------------------------------------- file readers (clear errors)
+def read_jsonl(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict]:
+    """Rows of a JSON Lines file; every row must hold ``required`` fields of the given types."""
+    if not path.is_file():
+        raise LocalDataError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LocalDataError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise LocalDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for key, typ in required.items():
+                if key not in row:
+                    raise LocalDataError(f"{path}:{lineno}: missing field '{key}'")
+                if not isinstance(row[key], typ) or isinstance(row[key], bool) and typ is not bool:
+                    raise LocalDataError(f"{path}:{lineno}: field '{key}' must be {_tname(typ)}, "
+                                         f"got {type(row[key]).__name__} {row[key]!r:.60}")
+            rows.append(row)
+    if not rows:
+        raise LocalDataError(f"{path}: no rows")
+    return rows
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """A BEIR qrels TSV (header ``query-id corpus-id score``) as {query_id: {doc_id: score}}."""
+    if not path.is_file():
+        raise LocalDataError(f"{path}: file not found")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise LocalDataError(f"{path}:1: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
+        for lineno, rec in enumerate(reader, 2):
+            if not rec:
+                continue
+            if len(rec) != 3:
+                raise LocalDataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(rec)}")
+            try:
+                score = int(float(rec[2]))
+            except ValueError:
+                raise LocalDataError(f"{path}:{lineno}: field 'score' must be a number, got {rec[2]!r}") from None
+            qrels.setdefault(rec[0], {})[rec[1]] = score
+    if not qrels:
+        raise LocalDataError(f"{path}: no qrels")
+    return qrels
+
+
+def _tname(typ) -> str:
+    return " or ".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
+
+
+_NUM = (int, float)
+
+
+def _cap_indices(n: int, cap: int | None, salt: str) -> np.ndarray:
+    """Sorted indices of ``cap`` of ``n`` rows, the same on every run (seeded by CAP_SEED and ``salt``)."""
+    if cap is None or cap >= n:
+        return np.arange(n)
+    seed = (CAP_SEED, *[ord(c) for c in salt])
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+def _take(rows: list, cap: int | None, salt: str) -> list:
+    return [rows[i] for i in _cap_indices(len(rows), cap, salt)]
+
+
+# ---------------------------------------------------------------------- per-kind loaders
+def _load_rows(spec: LocalTaskSpec, root: Path, split: str, required: dict) -> list[dict]:
+    rows = [r for fname in spec.splits[split] for r in read_jsonl(root / spec.folder / fname, required)]
+    if spec.row_filter:
+        key, drop = spec.row_filter
+        rows = [r for r in rows if r.get(key) not in drop]
+    return rows
+
+
+def _build_sts(spec, root, cap):
+    from datasets import Dataset, DatasetDict
+
+    out = {}
+    for split in spec.evaluated_splits:
+        rows = _take(_load_rows(spec, root, split, {"sentence1": str, "sentence2": str, "score": _NUM}), cap, split)
+        out[split] = Dataset.from_dict({"sentence1": [r["sentence1"] for r in rows],
+                                        "sentence2": [r["sentence2"] for r in rows],
+                                        "score": [float(r["score"]) for r in rows]})
+    return DatasetDict(out)
+
+
+def _build_pair(spec, root, cap):
+    from datasets import Dataset, DatasetDict
+
+    out = {}
+    for split in spec.evaluated_splits:
+        rows = _take(_load_rows(spec, root, split, {"sentence1": str, "sentence2": str, "label": int}), cap, split)
+        bad = next((r for r in rows if r["label"] not in (0, 1)), None)
+        if bad is not None:
+            raise LocalDataError(f"{root / spec.folder}/{spec.splits[split][0]}: label must be 0 or 1, got {bad['label']!r}")
+        out[split] = Dataset.from_dict({"sentence1": [r["sentence1"] for r in rows],
+                                        "sentence2": [r["sentence2"] for r in rows],
+                                        "labels": [int(r["label"]) for r in rows]})
+    return DatasetDict(out)
+
+
+def _build_classification(spec, root, cap):
+    from datasets import Dataset, DatasetDict
+
+    splits = {s: _take(_load_rows(spec, root, s, {"text": str, "label": (str, int)}), cap, s) for s in spec.splits}
+    # Integer class ids in sorted label order: MTEB stores class ids, and a fixed order keeps runs identical.
+    labels = sorted({r["label"] for rows in splits.values() for r in rows}, key=str)
+    ids = {lab: i for i, lab in enumerate(labels)}
+    return DatasetDict({s: Dataset.from_dict({"text": [r["text"] for r in rows],
+                                              "label": [ids[r["label"]] for r in rows]})
+                        for s, rows in splits.items()})
+
+
+def _build_clustering(spec, root, cap):
+    from datasets import Dataset, DatasetDict
+
+    out = {}
+    for split in spec.evaluated_splits:
+        rows = _take(_load_rows(spec, root, split, {"text": str, "label": (str, int)}), cap, split)
+        out[split] = Dataset.from_dict({"sentences": [r["text"] for r in rows],
+                                        "labels": [str(r["label"]) for r in rows]})
+    return DatasetDict(out)
+
+
+def _build_reranking(spec, root, cap):
+    from datasets import Dataset
+
+    out = {}
+    for split in spec.evaluated_splits:
+        rows = _take(_load_rows(spec, root, split, {"query": str, "positive": list, "negative": list}), cap, split)
+        corpus, queries, qrels, top = [], [], {}, {}
+        for qi, r in enumerate(rows):
+            qid = f"q{qi}"
+            queries.append({"id": qid, "text": r["query"]})
+            cands = [(t, 1) for t in r["positive"]] + [(t, 0) for t in r["negative"]]
+            qrels[qid], top[qid] = {}, []
+            for ci, (text, rel) in enumerate(cands):
+                did = f"{qid}d{ci}"
+                corpus.append({"id": did, "title": "", "text": text})
+                qrels[qid][did] = rel
+                top[qid].append(did)
+        out[split] = {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries),
+                      "relevant_docs": qrels, "top_ranked": top}
+    return {"default": out}
+
+
+def _build_retrieval(spec, root, cap):
+    from datasets import Dataset
+
+    folder = root / spec.folder
+    corpus_rows = read_jsonl(folder / "corpus.jsonl", {"_id": str, "text": str})
+    query_rows = read_jsonl(folder / "queries.jsonl", {"_id": str, "text": str})
+    corpus_ids = {r["_id"] for r in corpus_rows}
+    query_text = {r["_id"]: r["text"] for r in query_rows}
+    out = {}
+    for split in spec.evaluated_splits:
+        qrels_path = folder / spec.splits[split][0]
+        qrels = read_qrels(qrels_path)
+        missing_q = next((q for q in qrels if q not in query_text), None)
+        if missing_q is not None:
+            raise LocalDataError(f"{qrels_path}: query-id {missing_q!r} is not in {folder / 'queries.jsonl'}")
+        missing_d = next((d for q in qrels for d in qrels[q] if d not in corpus_ids), None)
+        if missing_d is not None:
+            raise LocalDataError(f"{qrels_path}: corpus-id {missing_d!r} is not in {folder / 'corpus.jsonl'}")
+        qids = sorted(qrels)
+        docs = corpus_rows
+        if cap is not None and cap < len(qids):
+            qids = _take(qids, cap, split)
+            relevant = {d for q in qids for d in qrels[q]}
+            others = [r for r in corpus_rows if r["_id"] not in relevant]
+            keep = relevant | {r["_id"] for r in _take(others, CORPUS_PER_QUERY * cap, split + "/corpus")}
+            docs = [r for r in corpus_rows if r["_id"] in keep]
+        out[split] = {
+            "corpus": Dataset.from_list([{"id": r["_id"], "title": r.get("title") or "", "text": r["text"]}
+                                         for r in docs]),
+            "queries": Dataset.from_list([{"id": q, "text": query_text[q]} for q in qids]),
+            "relevant_docs": {q: dict(qrels[q]) for q in qids},
+            "top_ranked": None,
+        }
+    return {"default": out}
+
+
+_BUILDERS = {"sts": _build_sts, "pair": _build_pair, "classification": _build_classification,
+             "clustering": _build_clustering, "reranking": _build_reranking, "retrieval": _build_retrieval}
+
+
+# ---------------------------------------------------------------------- task classes
+@lru_cache(maxsize=None)
+def _task_class(name: str):
+    """A subclass of the built-in mteb task ``spec.base`` that loads the local files."""
+    import mteb
+
+    spec = SPECS[name]
+    base_task = mteb.get_task(spec.base)
+    base_cls = type(base_task)
+    meta = base_task.metadata.model_copy(deep=True, update={
+        "name": spec.name,
+        "dataset": {"path": f"local/{spec.folder}", "revision": "local"},
+        "eval_splits": list(spec.evaluated_splits),
+        "description": (f"Local copy ({spec.folder}) evaluated as MTEB's {spec.base}. "
+                        f"{spec.note or 'Same rows as MTEB.'}"),
+        "superseded_by": None,
+    })
+    register_prompt_alias(spec.name, spec.base)
+
+    def load_data(self, num_proc=None, **kwargs):  # noqa: ARG001 - mteb's signature
+        if self.data_loaded:
+            return
+        self.dataset = _BUILDERS[spec.kind](spec, data_dir(self.data_root), self.max_rows)
+        self.data_loaded = True
+
+    attrs: dict[str, Any] = {"metadata": meta, "load_data": load_data, "local_spec": spec,
+                             "max_rows": None, "data_root": None, "__module__": __name__}
+    if spec.kind == "clustering":
+        # Embed every document (up to MTEB's v2 cap of 2,048) instead of the base task's fraction.
+        attrs.update(max_fraction_of_documents_to_embed=None, max_document_to_embed=2048)
+    cls_name = "Local_" + "".join(c if c.isalnum() else "_" for c in spec.name)
+    return type(cls_name, (base_cls,), attrs)
+
+
+def get_local_task(name: str, max_rows: int | None = None, data_root: str | os.PathLike | None = None):
+    """An mteb task instance for the local dataset ``name`` (see ``LOCAL_SUITE``)."""
+    if name not in SPECS:
+        raise KeyError(f"unknown local task {name!r}; known: {', '.join(LOCAL_SUITE)}")
+    if max_rows is not None and int(max_rows) < 1:
+        raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+    task = _task_class(name)()
+    task.max_rows = int(max_rows) if max_rows is not None else None
+    task.data_root = data_root
+    return task
+
+
+def is_local_task(name: str) -> bool:
+    return name in SPECS

@@ -1,0 +1,166 @@
+"""One entry point: evaluate a model on local tasks (offline) or on MTEB benchmarks (Hub).
+
+    from kalm_lib.evaluation import evaluate_model, LOCAL_SUITE, SMOKE_SUITE
+    df = evaluate_model(model, tasks=SMOKE_SUITE, output_dir="runs/x/eval", model_name="student/init")
+
+``model`` is a KaLMEmbedder, a SentenceTransformer or a path / Hub id. Returns one row per
+(task, split, subset) with ``main_score`` (MTEB's main metric, 0–1) and ``main_split`` marking the
+split that enters averages. Results are written atomically as JSON and CSV (plus mteb's own JSON
+per task) under ``output_dir/<model slug>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .benchmarks import BENCHMARKS, benchmark_tasks, main_split
+from .encoder import KaLMEncoder
+from .local_tasks import SPECS, get_local_task, is_local_task
+from .tables import slug, write_json, write_results
+
+logger = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["model", "task", "mteb_task", "task_type", "language", "split", "subset", "main_split",
+                  "metric", "main_score", "max_rows", "dim", "comparable", "eval_seconds", "note"]
+
+
+def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
+    """Task objects from names, a ``{name: row cap}`` dict, a benchmark name, or task objects.
+
+    Local names (``LOCAL_SUITE``) load from the mirror; any other name is a built-in mteb task
+    (its data comes from the Hub). A per-task cap and the global ``max_rows`` combine as their minimum.
+    """
+    if isinstance(tasks, str):
+        if tasks in BENCHMARKS:
+            return benchmark_tasks(tasks)
+        tasks = [tasks]
+    caps: Mapping[str, int | None] = tasks if isinstance(tasks, Mapping) else {}
+    out = []
+    for t in tasks:
+        if not isinstance(t, str):
+            out.append(t)
+            continue
+        cap = _min_cap(caps.get(t), max_rows)
+        if is_local_task(t):
+            out.append(get_local_task(t, max_rows=cap))
+        else:
+            import mteb
+
+            if cap is not None:
+                raise ValueError(f"max_rows applies to local tasks only; {t!r} is an MTEB Hub task")
+            out.append(mteb.get_task(t))
+    return out
+
+
+def _min_cap(a: int | None, b: int | None) -> int | None:
+    caps = [int(c) for c in (a, b) if c is not None]
+    return min(caps) if caps else None
+
+
+def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None = None,
+                   model_name: str | None = None, dim: int | None = None, max_rows: int | None = None,
+                   batch_size: int = 32, use_instructions: bool | None = None, max_length: int | None = None,
+                   show_progress_bar: bool = False) -> pd.DataFrame:
+    """Evaluate ``model`` and return a results DataFrame (see ``RESULT_COLUMNS``).
+
+    Args:
+        model: KaLMEmbedder | SentenceTransformer | path / Hub id | a ready ``KaLMEncoder``.
+        tasks: local task names (default: ``LOCAL_SUITE``), a ``{name: row cap}`` dict such as
+            ``SMOKE_SUITE``, a benchmark name ("MTEB(eng, v1)", "MTEB(cmn, v1)"; needs the Hub), or task objects.
+        output_dir: where ``<model slug>/results.{json,csv}`` and ``<model slug>/mteb/<task>.json`` go.
+        model_name: the name in tables ("org/name"; "local/" is prefixed when there is no slash).
+        dim: Matryoshka dimension (None = full embedding).
+        max_rows: row cap per task for smoke runs; capped rows are marked ``comparable=False``.
+        batch_size: encode batch size.
+        use_instructions: KaLM-V2 prompts on/off (default on for KaLM models, off for other
+            sentence-transformers models, as in their published MTEB runs).
+        max_length: token cap at encode time (None = the model's own).
+    """
+    import mteb
+
+    if tasks is None:
+        from .local_tasks import LOCAL_SUITE
+
+        tasks = LOCAL_SUITE
+    task_objs = resolve_tasks(tasks, max_rows)
+    encoder = model if isinstance(model, KaLMEncoder) else KaLMEncoder(
+        model, model_name=model_name, dim=dim, use_instructions=use_instructions, max_length=max_length)
+    name = encoder.mteb_model_meta.name
+    out_dir = Path(output_dir) / slug(name) if output_dir is not None else None
+
+    rows: list[dict] = []
+    for task in task_objs:
+        task_name = task.metadata.name
+        task.load_data()  # here, not inside mteb, so a bad local file fails with its own message
+        t0 = time.perf_counter()
+        result = mteb.evaluate(encoder, task, cache=None, raise_error=True, co2_tracker=False,
+                               show_progress_bar=False,
+                               encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
+        seconds = time.perf_counter() - t0
+        task_result = result.task_results[0]
+        rows.extend(_rows(task, task_result, name, dim, seconds))
+        if out_dir is not None:
+            write_json(out_dir / "mteb" / f"{slug(task_name)}.json", task_result.to_dict())
+        task.unload_data() if hasattr(task, "unload_data") else None
+        logger.info("%s on %s: %.4f (%.0f s)", name, task_name, rows[-1]["main_score"], seconds)
+
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if out_dir is not None:
+        write_results(df, out_dir, stem="results")
+    return df
+
+
+def _rows(task, task_result, model_name: str, dim: int | None, seconds: float) -> list[dict]:
+    meta = task.metadata
+    spec = SPECS.get(meta.name) if getattr(task, "local_spec", None) is not None else None
+    cap = getattr(task, "max_rows", None)
+    language = spec.language if spec else _lang(meta.eval_langs)
+    primary = main_split(list(task_result.scores))
+    out = []
+    for split, entries in task_result.scores.items():
+        for entry in entries:
+            score = float(entry["main_score"])
+            out.append({
+                "model": model_name,
+                "task": meta.name,
+                "mteb_task": (spec.mteb_name if spec else meta.name),
+                "task_type": meta.type,
+                "language": language,
+                "split": split,
+                "subset": entry.get("hf_subset", "default"),
+                "main_split": split == primary,
+                "metric": meta.main_score,
+                "main_score": score if not math.isnan(score) else float("nan"),
+                "max_rows": cap,
+                "dim": dim,
+                "comparable": bool((spec.complete if spec else True) and cap is None),
+                "eval_seconds": round(seconds, 2),
+                "note": (spec.note if spec else "") + (f" capped at {cap} rows: not comparable with MTEB"
+                                                       if cap is not None else ""),
+            })
+    return out
+
+
+def _lang(eval_langs) -> str:
+    langs = eval_langs if isinstance(eval_langs, list) else [x for v in eval_langs.values() for x in v]
+    first = langs[0] if langs else ""
+    return {"eng": "en", "cmn": "zh", "zho": "zh"}.get(first.split("-")[0], first)
+
+
+def evaluate_checkpoints(checkpoints: Mapping[str, Any] | Iterable[tuple[str, Any]], **kwargs) -> pd.DataFrame:
+    """``evaluate_model`` for several models ({name: model or path}); missing paths are skipped with a note."""
+    items = checkpoints.items() if isinstance(checkpoints, Mapping) else checkpoints
+    frames = []
+    for name, model in items:
+        if isinstance(model, (str, Path)) and not Path(model).exists() and Path(model).is_absolute():
+            print(f"[evaluate] skipping {name}: {model} does not exist")
+            continue
+        frames.append(evaluate_model(model, model_name=name, **kwargs))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
