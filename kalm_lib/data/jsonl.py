@@ -19,10 +19,24 @@ def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _field_with_bad_bytes(raw: bytes) -> str:
+    """Name the JSON field holding undecodable bytes (``<bytes>`` if the line does not parse)."""
+    try:
+        obj = json.loads(raw.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return "<bytes>"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if "\ufffd" in json.dumps(v, ensure_ascii=False) or "\ufffd" in k:
+                return k
+    return "<bytes>"
+
+
 def iter_jsonl(path: str | os.PathLike, on_error: Callable[[RecordError], None] | None = None
                ) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` (1-based). A line that is not UTF-8, not one complete JSON object,
-    or blank raises :class:`RecordError` (field ``<bytes>``, ``<json>``, ``<line>``), or, when
+    or blank raises :class:`RecordError` (field: the JSON key holding bad bytes, else ``<bytes>``;
+    ``<json>``; ``<line>``), or, when
     ``on_error`` is given, is passed to it and skipped."""
     path = Path(path)
 
@@ -44,8 +58,8 @@ def iter_jsonl(path: str | os.PathLike, on_error: Callable[[RecordError], None] 
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                fail(RecordError(path, line_no, "<bytes>", f"not valid UTF-8 (byte {raw[e.start]:#04x} at "
-                                                           f"column {e.start + 1})"))
+                fail(RecordError(path, line_no, _field_with_bad_bytes(raw),
+                                 f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"))
                 continue
             if not text.strip():
                 fail(RecordError(path, line_no, "<line>", "blank line (one JSON object per line expected)"))

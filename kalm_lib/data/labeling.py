@@ -15,35 +15,40 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
+import random
 
 from .errors import LoadReport
 
 
 def example_based_labeling(records: list[dict], num_pos: int = 4, num_neg: int = 16, seed: int = 0,
-                           report: LoadReport | None = None) -> list[dict]:
+                           report: LoadReport | None = None, indices=None) -> list[dict]:
     """``[{"query": x, "label": c}, ...]`` -> ``[{"query": x, "pos": [...], "neg": [...], "label": c}, ...]``.
 
     A text that carries several labels (label noise in the source) is never used as a negative for any
     of its classes. An example whose class has no other distinct text cannot get a positive and is
-    dropped (counted in ``report.dropped``)."""
-    rng = np.random.default_rng(seed)
+    dropped (counted in ``report.dropped``). ``indices``: label only these records (a subset), still
+    drawing positives and negatives from all of them."""
+    rng = random.Random(seed)  # per-example draws are tiny: the stdlib RNG avoids numpy's call overhead
     by_class: dict[str, list[str]] = defaultdict(list)
     labels_of: dict[str, set[str]] = defaultdict(set)
+    where: dict[tuple[str, str], int] = {}  # (class, text) -> position in by_class[class]
     for r in records:
         if r["label"] not in labels_of[r["query"]]:
+            where[(r["label"], r["query"])] = len(by_class[r["label"]])
             by_class[r["label"]].append(r["query"])
         labels_of[r["query"]].add(r["label"])
     classes = sorted(by_class)
     out = []
-    for r in records:
+    for r in (records if indices is None else (records[int(i)] for i in indices)):
         x, c = r["query"], r["label"]
-        same = [t for t in by_class[c] if t != x]
-        if not same:
+        pool, me = by_class[c], where[(c, x)]
+        if len(pool) < 2:
             if report is not None:
                 report.dropped["class has no other example (no positive)"] += 1
             continue
-        pos = [same[i] for i in rng.choice(len(same), size=min(num_pos, len(same)), replace=False)]
+        # draw from the class without x: positions 0..n-2, shifted past x's own position
+        pick = rng.sample(range(len(pool) - 1), min(num_pos, len(pool) - 1))
+        pos = [pool[i + (i >= me)] for i in pick]
         others = [k for k in classes if k != c]
         neg: list[str] = []
         seen: set[str] = set()
@@ -51,10 +56,9 @@ def example_based_labeling(records: list[dict], num_pos: int = 4, num_neg: int =
         for _ in range(num_neg * 4):
             if len(neg) >= num_neg or not others:
                 break
-            order = rng.permutation(len(others))
-            for k in order:
-                pool = by_class[others[k]]
-                t = pool[int(rng.integers(len(pool)))]
+            for k in rng.sample(others, len(others)):
+                cpool = by_class[k]
+                t = cpool[rng.randrange(len(cpool))]
                 if t in seen or c in labels_of[t]:
                     continue
                 seen.add(t)

@@ -92,11 +92,14 @@ def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", da
         if use_hub and max_rows is not None and len(records) >= max_rows:
             break  # a streamed source is already shuffled: take the first max_rows
 
-    if fmt == "cls":
-        records = example_based_labeling(records, num_pos=num_pos, num_neg=num_neg, seed=seed, report=report)
+    keep = None
     if not use_hub and max_rows is not None and len(records) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(records), size=max_rows, replace=False))
         report.subsampled += len(records) - max_rows
+    if fmt == "cls":  # label the kept examples, drawing p⁺/p⁻ from the whole dataset
+        records = example_based_labeling(records, num_pos=num_pos, num_neg=num_neg, seed=seed, report=report,
+                                         indices=keep)
+    elif keep is not None:
         records = [records[i] for i in keep]
     report.kept = len(records)
     return records, report
