@@ -6,6 +6,7 @@ any callable ``f(list[str]) -> array``. Texts arrive already formatted (instruct
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,11 +21,9 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 def as_encode_fn(embedder, batch_size: int = 64, show_progress_bar: bool = False) -> EncodeFn:
     """Wrap ``embedder`` as ``encode(texts) -> np.ndarray`` (float32, unit rows, input order)."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:  # pragma: no cover - sentence-transformers is in requirements
-        SentenceTransformer = ()  # type: ignore[assignment]
-    if isinstance(embedder, SentenceTransformer):
+    # an instance can only exist if the package is imported already; importing it just to check is slow
+    st = sys.modules.get("sentence_transformers")
+    if st is not None and isinstance(embedder, st.SentenceTransformer):
         def enc(texts):
             return _l2(embedder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                        normalize_embeddings=True, show_progress_bar=show_progress_bar))

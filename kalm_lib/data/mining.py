@@ -29,7 +29,7 @@ from .encoders import as_encode_fn
 from .errors import log
 from .instructions import format_query
 from .jsonl import write_jsonl
-from .search import exact_topk
+from .search import count_above, exact_topk
 
 
 @dataclass
@@ -44,7 +44,7 @@ class MiningReport:
     num_negatives: int = 7
     n_padded: int = 0                   # examples that needed random corpus passages to reach M
     seconds: float = 0.0
-    pos_ranks: list[int] = field(default_factory=list)      # per query; depth+1 means "beyond the search depth"
+    pos_ranks: list[int] = field(default_factory=list)      # per query: exact rank r of the best positive
     pos_scores: list[float] = field(default_factory=list)   # per query: s⁺
     neg_scores: list[float] = field(default_factory=list)   # mined negatives of kept examples
     output_path: str | None = None
@@ -110,6 +110,13 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
     max_pos = max((len(r["pos"]) for r in records), default=1)
     depth = min(n, max(b, k or 0) + max_pos + 1)
     scores, idx = exact_topk(q_emb, c_emb, depth, use_faiss=use_faiss)       # (Q, depth)
+    # exact rank of the best positive over the whole pool: r = 1 + #{c ∉ P⁺(q), c ≠ q : s(q, c) > s⁺}
+    pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])
+    above = count_above(q_emb, c_emb, pos_best)
+    for i, r in enumerate(records):
+        j = cand.get(r["query"], -1)
+        if j >= 0 and j not in {cand[p] for p in r["pos"]} and float(q_emb[i] @ c_emb[j]) > pos_best[i] + 1e-6:
+            above[i] -= 1
 
     out = []
     for qi, r in enumerate(records):
@@ -120,9 +127,9 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
         s_plus = max(pos_s)
         # ranked candidates other than the positives and the query itself
         others = [(int(j), float(s)) for j, s in zip(idx[qi], scores[qi]) if j not in pos_ids and j != qid]
-        rank = 1 + sum(1 for _, s in others if s > s_plus)
+        rank = 1 + int(above[qi])
         rep.pos_scores.append(s_plus)
-        rep.pos_ranks.append(rank if rank <= len(others) else len(others) + 1)
+        rep.pos_ranks.append(rank)
         if k is not None and rank > k:
             rep.n_filtered += 1
             continue

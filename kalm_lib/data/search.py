@@ -53,3 +53,16 @@ def exact_topk(queries: np.ndarray, corpus: np.ndarray, k: int, chunk_size: int 
         order = torch.argsort(-best_s, dim=1, stable=True)[:, :k]
         best_s, best_i = best_s.gather(1, order), best_i.gather(1, order)
     return best_s.numpy(), best_i.numpy()
+
+
+def count_above(queries: np.ndarray, corpus: np.ndarray, thresholds: np.ndarray, chunk_size: int = 8192,
+                eps: float = 1e-6) -> np.ndarray:
+    """``#{c : q_i·c > thresholds_i + eps}`` for every query i over the whole corpus (exact ranks at any
+    depth). ``eps`` absorbs float32 rounding between matmul and dot paths: near-ties count as ties."""
+    qt = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    th = torch.from_numpy(np.asarray(thresholds, dtype=np.float32))[:, None]
+    out = torch.zeros(len(qt), dtype=torch.long)
+    for start in range(0, len(corpus), chunk_size):
+        ct = torch.from_numpy(np.ascontiguousarray(corpus[start:start + chunk_size], dtype=np.float32))
+        out += (qt @ ct.T > th + eps).sum(dim=1)
+    return out.numpy()
