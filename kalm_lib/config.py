@@ -42,7 +42,7 @@ class DataConfig:
     group_by_length: bool = True       # length-grouped batches cut padding
     query_max_len: int = 64
     passage_max_len: int = 128
-    skip_invalid: bool = False
+    skip_invalid: bool = True          # malformed records are skipped, counted and logged (file:line:field); False raises
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""Every notebook executes headlessly with papermill (the ci profile: smoke cut to a few steps)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kalm_lib.reproduce import NOTEBOOKS, ROOT, run_notebooks
+
+
+def _outputs(nb_path: Path):
+    nb = json.loads(nb_path.read_text())
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+
+
+def test_every_notebook_has_a_tagged_parameters_cell():
+    for name in NOTEBOOKS:
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        assert path.is_file(), f"missing notebook {path}"
+        nb = json.loads(path.read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{name}: needs exactly one cell tagged 'parameters'"
+        src = "".join(tagged[0]["source"])
+        assert "profile" in src and "run_dir" in src, f"{name}: parameters must include profile and run_dir"
+        assert not _outputs(path), f"{name}: commit notebooks without outputs"
+
+
+@pytest.mark.slow
+def test_all_notebooks_run_under_papermill(tmp_path):
+    os.environ.setdefault("KALM_PROJECT_ROOT", str(ROOT))
+    info = run_notebooks("ci", tmp_path / "build")
+    assert [k for k, v in info["notebooks"].items() if v["status"] == "ok"] == NOTEBOOKS
+    for name in NOTEBOOKS:
+        out = tmp_path / "build" / "notebooks" / f"{name}.ipynb"
+        outputs = _outputs(out)
+        assert not [o for o in outputs if o.get("output_type") == "error"], f"{name}: an error output"
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: shows no figure"
+    run = tmp_path / "build" / "run"
+    for stage in ("pretrain", "finetune", "distill"):
+        assert (run / stage / "final" / "modules.json").is_file(), stage
+    assert (tmp_path / "build" / "run_info.json").is_file()
