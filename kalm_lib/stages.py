@@ -116,8 +116,8 @@ def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike, final: 
     prof = load_profile(profile)["eval"]
     tasks = prof.get("final_tasks" if final else "tasks")
     max_rows = prof.get("final_max_rows" if final else "max_rows")
-    if tasks is None:
-        tasks = list(ev.LOCAL_SUITE) if final else list(ev.SMOKE_SUITE)
+    if tasks is None:  # SMOKE_SUITE maps each quick task to its own row cap
+        tasks = list(ev.LOCAL_SUITE) if final else dict(ev.SMOKE_SUITE)
     frames = []
     for label, model in models.items():
         df = ev.evaluate_model(model, tasks=tasks, output_dir=Path(run_dir) / "eval" / _slug(label),
