@@ -16,7 +16,7 @@ export KALM_DATA_DIR
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: help venv test test-fast reproduce book bench clean
+.PHONY: help venv test test-fast reproduce book book-deps bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,8 +44,19 @@ test-fast: $(STAMP)  ## the tests not marked slow
 reproduce: $(STAMP)  ## run every notebook for PROFILE headlessly, then build the book
 	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD)
 
-book: $(STAMP)  ## build the book from the latest `make reproduce` output
+book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` output (no execution)
 	$(PY) -m kalm_lib book --build-dir $(BUILD)
+
+# The book's offline MathJax (npm mathjax@3 under the git-ignored build/_deps) and the headless browser of
+# its page check (Debian `chromium`). Idempotent: does nothing when both are already there.
+BOOK_DEPS := build/_deps
+book-deps:  ## install what the book needs: MathJax 3 (npm) and Chromium (apt)
+	@test -f $(BOOK_DEPS)/node_modules/mathjax/es5/tex-chtml.js || { \
+	  command -v npm >/dev/null || { echo "book-deps: npm is missing (apt-get install -y npm)"; exit 1; }; \
+	  mkdir -p $(BOOK_DEPS) && npm install --silent --no-audit --no-fund --no-save --prefix $(BOOK_DEPS) mathjax@3; }
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+	  || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	       else echo "book-deps: no Chromium; install it (sudo apt-get install chromium) for the page check"; fi; }
 
 bench: $(STAMP)  ## performance benchmarks (ratios against sentence-transformers)
 	$(TEST_ENV) $(PY) -m kalm_lib bench

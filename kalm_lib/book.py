@@ -1,10 +1,804 @@
-"""Placeholder until the book issue lands: says clearly that the book is not built yet."""
+"""Build the Jupyter Book of one ``make reproduce`` run, then open every page in a headless browser.
+
+``build_book(build_dir)`` turns the output of ``python -m kalm_lib reproduce --build-dir <build_dir>`` into a
+book, without executing anything:
+
+1. copies ``book/`` (prose, ``_config.yml``, ``_toc.yml``, ``references.bib``) to ``<build_dir>/book/`` and the
+   executed notebooks ``<build_dir>/notebooks/*.ipynb`` to ``<build_dir>/book/notebooks/``; nothing is ever
+   written into ``book/`` or ``notebooks/``;
+2. refuses a notebook with an error output, and puts a "which run made these numbers" note (profile, dates,
+   machine, commit, the notebook's own wall time, all from ``run_info.json``) under each chapter's title;
+3. writes ``_generated/run_note.md`` and ``_generated/results_tables.md`` (our evaluation scores from
+   ``run/eval/`` beside the paper's published ones from ``kalm_lib/evaluation/paper_results.csv``);
+4. copies MathJax 3 (npm ``mathjax@3``, installed by ``make book-deps`` under ``build/_deps/``) into the
+   book, so equations render with no network;
+5. runs ``jupyter-book build -W -n --keep-going`` (Jupyter Book 1.x, execution off): any warning fails;
+6. if a Chromium is installed, ``check_book`` opens every page through the Chrome DevTools protocol, checks
+   links, images, figures, rendered math and cell errors, and saves a full-page screenshot of each page in
+   ``<build_dir>/book/screenshots/``.
+
+Returns the path of the built ``index.html``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import http.server
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK_SRC = ROOT / "book"
+DEPS_DIR = ROOT / "build" / "_deps"           # npm packages for the book (git-ignored), see `make book-deps`
+MATHJAX_NPM = "mathjax@3"
+# What the book needs from MathJax's es5/ folder: the TeX→CHTML bundle, its fonts, the TeX extensions it loads
+# on demand, and the menu's accessibility components (about 7 MB instead of the whole 24 MB package).
+MATHJAX_PARTS = ["tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2", "a11y", "ui", "sre",
+                 "adaptors"]
+CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"]
+SCREEN_WIDTH = 1280           # CSS px: the book's desktop layout (left navigation, text column, right TOC)
+MAX_SHOT_HEIGHT = 30000       # CSS px; longer pages are cut (and the report says so)
+PLACEHOLDER_RE = re.compile(r"\b(TODO|TBD|FIXME|XXX|lorem ipsum|placeholder)\b", re.IGNORECASE)
 
 
-def build_book(build_dir) -> Path:
-    raise SystemExit(f"[book] not built yet: the Jupyter Book is delivered by the book issue; the executed "
-                     f"notebooks are in {Path(build_dir) / 'notebooks'}")
+class BookError(SystemExit):
+    """The book cannot be built or fails its checks; the message says which file and what to do."""
+
+    def __init__(self, msg: str):
+        super().__init__(f"[book] {msg}")
+
+
+# ============================================================================ build
+def build_book(build_dir: str | os.PathLike, *, check: bool | None = None, quiet: bool = False) -> Path:
+    """Build ``<build_dir>/book/_build/html/index.html`` from a ``make reproduce`` output folder.
+
+    ``check``: None = run the browser check when a Chromium is installed (else say how to get one);
+    True = require it; False = skip it. A failed check raises ``BookError`` listing every problem.
+    """
+    t0 = time.perf_counter()
+    build = Path(build_dir).resolve()
+    info = read_run_info(build)
+    dst = build / "book"
+    if dst.exists():
+        shutil.rmtree(dst)                    # a stale page must never survive into a new build
+    shutil.copytree(BOOK_SRC, dst, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__"))
+
+    chapters = notebook_chapters(dst / "_toc.yml")
+    missing = [c for c in chapters if not (build / f"{c}.ipynb").is_file()]
+    if missing:
+        raise BookError(f"the book's table of contents (book/_toc.yml) lists {', '.join(missing)}, but "
+                        f"{build / 'notebooks'} has no executed copy of {'it' if len(missing) == 1 else 'them'}: "
+                        f"run `make reproduce PROFILE={info['profile']}` to completion first")
+    for chapter in chapters:
+        name = Path(chapter).name
+        prepare_notebook(build / f"{chapter}.ipynb", dst / f"{chapter}.ipynb", run_note(info, name))
+
+    gen = dst / "_generated"
+    gen.mkdir(exist_ok=True)
+    _write(gen / "run_note.md", run_note(info))
+    _write(gen / "results_tables.md", results_markdown(build / "run", info))
+    copy_mathjax(dst / "_assets" / "mathjax")
+
+    index = run_jupyter_book(dst, quiet=quiet)
+    static_problems = check_static_html(index.parent)
+    if static_problems:
+        raise BookError("the built HTML is not self-contained:\n  " + "\n  ".join(static_problems))
+    secs = time.perf_counter() - t0
+    print(f"[book] built {index} in {secs:.0f}s", flush=True)
+
+    chrome = find_chromium()
+    if check is False:
+        return index
+    if chrome is None:
+        if check:
+            raise BookError("no Chromium found for the browser check: run `make book-deps` (Debian package "
+                            "`chromium`) or set KALM_CHROMIUM to a Chrome/Chromium binary")
+        print("[book] no Chromium: skipped the browser check and the screenshots (`make book-deps` installs it)")
+        return index
+    report = check_book(index.parent, dst / "screenshots", chrome=chrome)
+    print(report.summary(), flush=True)
+    if report.problems:
+        raise BookError(f"the browser check found {len(report.problems)} problem(s):\n  "
+                        + "\n  ".join(report.problems))
+    return index
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_run_info(build: Path) -> dict:
+    """``run_info.json`` of a reproduce run; a missing, failed or unfinished run is an error naming the file."""
+    path = build / "run_info.json"
+    if not path.is_file():
+        raise BookError(f"{path} does not exist: the book is built from a `make reproduce` output folder; run "
+                        f"`make reproduce PROFILE=<profile>` first (it writes {build}/notebooks and run_info.json)")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BookError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    for key in ("profile", "started", "machine", "commit", "notebooks"):
+        if key not in info:
+            raise BookError(f"{path}: field {key!r} is missing (written by kalm_lib/reproduce.py)")
+    if info.get("failed"):
+        raise BookError(f"{path}: notebook {info['failed']!r} failed in this run, so the run is incomplete; its "
+                        f"executed copy with the traceback is {build / 'notebooks' / (info['failed'] + '.ipynb')}")
+    return info
+
+
+def notebook_chapters(toc_path: Path) -> list[str]:
+    """The ``notebooks/<name>`` entries of a Jupyter Book ``_toc.yml``, in reading order."""
+    import yaml
+
+    out: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str) and f.startswith("notebooks/"):
+                out.append(f.removesuffix(".ipynb"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(yaml.safe_load(toc_path.read_text()))
+    return out
+
+
+# ---------------------------------------------------------------------------- notebooks
+def notebook_errors(nb, path: Path) -> list[str]:
+    """Every error a reader would see in an executed notebook: error outputs, tracebacks on stderr,
+    papermill's error banner."""
+    errs = []
+    for i, cell in enumerate(nb.cells):
+        src = cell.source.strip().splitlines()
+        where = f"{path}: cell {i} ({src[0][:60] if src else 'empty'!r})"
+        if cell.cell_type == "markdown" and "papermill-error-cell" in cell.source:
+            errs.append(f"{where}: papermill marked an execution error here")
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                errs.append(f"{where}: {out.get('ename')}: {out.get('evalue')}")
+            elif out.get("output_type") == "stream" and "Traceback (most recent call last)" in out.get("text", ""):
+                errs.append(f"{where}: a traceback on {out.get('name')}")
+    return errs
+
+
+def prepare_notebook(src: Path, dst: Path, note_md: str) -> None:
+    """Copy an executed notebook into the book with the run note under its title; refuse one with errors."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    errs = notebook_errors(nb, src)
+    if errs:
+        raise BookError("an executed notebook shows errors, so its chapter would too:\n  " + "\n  ".join(errs))
+    title = next((i for i, c in enumerate(nb.cells)
+                  if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")), None)
+    if title is None:
+        raise BookError(f"{src}: no markdown cell starts with a '# ' title, which the chapter needs as its name")
+    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(note_md, metadata={"tags": ["kalm-run-note"]}))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dst)
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    try:
+        d = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return d.strftime("%d %b %Y, %H:%M ") + (d.tzname() or "")
+
+
+def _duration(secs: float) -> str:
+    secs = float(secs)
+    if secs < 90:
+        return f"{secs:.0f} s"
+    if secs < 5400:
+        return f"{secs / 60:.1f} min"
+    return f"{secs / 3600:.1f} h"
+
+
+def _profile_description(profile: str) -> str:
+    try:
+        from kalm_lib.config import load_profile
+
+        return str(load_profile(profile).get("description") or "")
+    except Exception:  # an unknown profile still gets a book; the note just lacks the description
+        return ""
+
+
+def run_note(info: dict, notebook: str | None = None) -> str:
+    """The "which run made these numbers" box (MyST), for one chapter or (``notebook=None``) the whole run."""
+    p = info["profile"]
+    desc = _profile_description(p)
+    nbs = info.get("notebooks", {})
+    total = sum(float(v.get("seconds", 0)) for v in nbs.values())
+    when = f"started {_when(info['started'])}"
+    when += f", finished {_when(info['finished'])}" if info.get("finished") else " (not finished)"
+    lines = [":::{admonition} Which run made these numbers", ":class: note kalm-run",
+             f"Profile **`{p}`**" + (f" ({desc})" if desc else "") + f", executed by "
+             f"`make reproduce PROFILE={p}`; {when}; machine: {info['machine']}; code at commit "
+             f"`{info['commit']}`" + (f", Python {info['python']}" if info.get("python") else "") + "."]
+    if notebook is not None:
+        secs = nbs.get(notebook, {}).get("seconds")
+        lines.append(f"This notebook ran in {_duration(secs)}" + (f" of the run's {_duration(total)}." if total
+                                                                   else ".") if secs is not None else
+                     "This notebook's run time was not recorded.")
+    elif nbs:
+        lines.append("Notebook run times: " + ", ".join(f"{k} {_duration(v.get('seconds', 0))}"
+                                                        for k, v in nbs.items()) + f"; {_duration(total)} in all.")
+    lines += ["Rebuild this book from the same outputs with `make book PROFILE=" + p + "`.", ":::", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- results chapter
+def _fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v).replace("|", "\\|").replace("*", "\\*")
+
+
+def md_table(df, index: bool = True, digits: int = 2) -> str:
+    """A pipe table (MyST) from a DataFrame; numbers right-aligned with ``digits`` decimals, NaN as –."""
+    import pandas as pd
+
+    d = df.reset_index() if index else df
+    cols = [str(c) for c in d.columns]
+    num = [pd.api.types.is_numeric_dtype(d[c]) and not pd.api.types.is_bool_dtype(d[c]) for c in d.columns]
+    lines = ["| " + " | ".join(_fmt(c) for c in cols) + " |",
+             "|" + "|".join("---:" if n else ":---" for n in num) + "|"]
+    for row in d.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v.item() if hasattr(v, "item") else v, digits) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def collect_results(run_dir: Path):
+    """All evaluation rows a run wrote (``run/eval/**/results.csv``); the newest file wins for a repeated
+    (model, task, split, subset, dim) row."""
+    import pandas as pd
+
+    files = sorted((run_dir / "eval").rglob("results.csv"), key=lambda f: f.stat().st_mtime)
+    frames = []
+    for f in files:
+        try:
+            d = pd.read_csv(f)
+        except Exception as err:
+            raise BookError(f"{f}: cannot be read as CSV ({err})") from None
+        need = {"model", "task", "task_type", "language", "main_score"}
+        if not need <= set(d.columns):
+            raise BookError(f"{f}: columns {sorted(need - set(d.columns))} missing (kalm_lib/evaluation/runner.py "
+                            f"writes them)")
+        frames.append(d.assign(source_file=str(f.relative_to(run_dir))))
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    keys = [c for c in ["model", "task", "split", "subset", "dim"] if c in df]
+    return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+
+
+def results_markdown(run_dir: Path, info: dict) -> str:
+    """The generated part of the results chapter: our scores, then ours beside the paper's."""
+    from kalm_lib.evaluation import compare_with_paper, load_paper_results, main_scores, summary_table
+
+    df = collect_results(run_dir)
+    if df is None or df.empty:
+        raise BookError(f"no evaluation results under {run_dir / 'eval'} (results.csv files written by "
+                        f"kalm_lib.evaluation.evaluate_model): the results chapter has nothing to show; run "
+                        f"`make reproduce PROFILE={info['profile']}` to completion")
+    if "main_split" in df:
+        df["main_split"] = df["main_split"].astype(str).str.lower().isin(["true", "1"])
+    if "comparable" in df:
+        df["comparable"] = df["comparable"].astype(str).str.lower().isin(["true", "1"])
+    models = list(dict.fromkeys(df["model"]))
+    out = [f"## Our scores ({len(models)} model{'s' if len(models) != 1 else ''}, "
+           f"{df['task'].nunique()} tasks)\n",
+           "MTK is the mean over tasks, MTY the mean over task types of the mean within each type, "
+           "both × 100 (the paper's scale). *Comparable* is *yes* only when every task behind the average is a "
+           "complete, uncapped copy of the MTEB task.\n"]
+    summ = summary_table(df)
+    summ = summ.rename(columns={"n_tasks": "tasks", "n_types": "types", "comparable_to_MTEB": "comparable"})
+    out.append(md_table(summ, index=False))
+
+    for bench, lang in (("MTEB(eng, v1)", "en"), ("MTEB(cmn, v1)", "zh")):
+        if "language" in df and not (df["language"] == lang).any():
+            continue
+        t = compare_with_paper(df, bench)
+        t.index.name = "task type"
+        ours = [c for c in t.columns if c.startswith("ours: ")]
+        t = t.dropna(subset=ours, how="all") if ours else t
+        out.append(f"\n## {bench}: by task type, beside the paper\n")
+        out.append(f"Our columns average our {'English' if lang == 'en' else 'Chinese'} tasks of each type "
+                   f"(*our n_tasks* of them); the paper's average all the tasks of that type in {bench}. "
+                   "Source of the paper's columns: the authors' uploaded MTEB results (PAPER.md §5.2).\n")
+        out.append(md_table(t))
+
+    s = main_scores(df)
+    paper = load_paper_results(level="task")
+    out.append("\n## Every task\n")
+    out.append("Our main score per task (× 100) for each model, with the paper's score for the same MTEB task "
+               "where it exists (KaLM-Embedding-V2 / V2.5, from the authors' uploaded results). A task whose copy "
+               "is incomplete or capped is marked *no* under *comparable*.\n")
+    if "mteb_task" in df:
+        s = s.merge(df.drop_duplicates("task")[["task", "mteb_task"]], on="task", how="left")
+    else:
+        s["mteb_task"] = s["task"]
+    idx = [c for c in ["language", "task_type", "task"] if c in s]
+    wide = s.pivot_table(index=idx, columns="model", values="score", sort=False)
+    wide = wide[[m for m in models if m in wide.columns]]
+    comp = s.groupby(idx, sort=False)["comparable"].all() if "comparable" in s else None
+    mteb_name = s.groupby(idx, sort=False)["mteb_task"].first()
+    for pm in ("KaLM-Embedding-V2", "KaLM-Embedding-V2.5"):
+        ps = paper[paper["model"] == pm].set_index("key")["score"]
+        wide[f"paper: {pm}"] = [ps.get(n, float("nan")) for n in mteb_name.reindex(wide.index)]
+    if comp is not None:
+        wide["comparable"] = comp.reindex(wide.index).tolist()
+    wide.index = wide.index.set_names(["language", "type", "task"][-len(idx):])
+    out.append(md_table(wide))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- MathJax
+def mathjax_dir() -> Path | None:
+    """MathJax 3's es5/ folder: $KALM_MATHJAX_DIR, else build/_deps/node_modules/mathjax/es5."""
+    for d in [os.environ.get("KALM_MATHJAX_DIR"), DEPS_DIR / "node_modules" / "mathjax" / "es5"]:
+        if d and (Path(d) / "tex-chtml.js").is_file():
+            return Path(d)
+    return None
+
+
+def install_mathjax() -> Path:
+    """``npm install mathjax@3`` into build/_deps (what ``make book-deps`` does); idempotent."""
+    found = mathjax_dir()
+    if found is not None:
+        return found
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BookError("MathJax 3 is not installed and npm is missing: run `make book-deps` (needs Node.js/npm), "
+                        "or set KALM_MATHJAX_DIR to the es5/ folder of an npm mathjax@3 package")
+    DEPS_DIR.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(DEPS_DIR),
+                        MATHJAX_NPM], capture_output=True, text=True)
+    found = mathjax_dir()
+    if r.returncode != 0 or found is None:
+        raise BookError(f"`npm install {MATHJAX_NPM}` into {DEPS_DIR} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return found
+
+
+def copy_mathjax(dst: Path) -> None:
+    src = install_mathjax()
+    for part in MATHJAX_PARTS:
+        s = src / part
+        if s.is_dir():
+            shutil.copytree(s, dst / part)
+        elif s.is_file():
+            (dst / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(s, dst / part)
+        elif part == "tex-chtml.js":
+            raise BookError(f"{s} is missing: reinstall with `rm -rf {DEPS_DIR} && make book-deps`")
+
+
+# ---------------------------------------------------------------------------- jupyter-book
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    raise BookError(f"jupyter-book is not installed next to {sys.executable}: run `make venv` "
+                    f"(requirements.txt pins jupyter-book 1.x)")
+
+
+def run_jupyter_book(book_dir: Path, quiet: bool = False) -> Path:
+    """``jupyter-book build <book_dir> -W -n --keep-going``; a warning fails it, naming every warning."""
+    cmd = _jupyter_book() + ["build", str(book_dir), "--builder", "html", "-W", "-n", "--keep-going"]
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=book_dir)
+    log = book_dir / "_build" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"$ {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    index = book_dir / "_build" / "html" / "index.html"
+    if r.returncode != 0 or not index.is_file():
+        text = r.stdout + "\n" + r.stderr
+        warns = [ln for ln in text.splitlines() if re.search(r"WARNING|ERROR|Error|Exception", ln)]
+        raise BookError(f"jupyter-book build failed (exit {r.returncode}; with -W a warning is an error). "
+                        f"Full log: {log}\n  " + "\n  ".join(warns[-40:] or text.splitlines()[-40:]))
+    if not quiet:
+        print(f"[book] jupyter-book: {len(list(index.parent.rglob('*.html')))} HTML files", flush=True)
+    return index
+
+
+def book_pages(html_dir: Path) -> list[str]:
+    """The book's pages (relative paths): Sphinx's index and search pages and redirects (index.html) excluded."""
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    return sorted(p.relative_to(html_dir).as_posix() for p in html_dir.rglob("*.html")
+                  if not p.relative_to(html_dir).parts[0].startswith("_") and p.name not in skip
+                  and 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8", errors="replace")[:500])
+
+
+def check_static_html(html_dir: Path) -> list[str]:
+    """Without a browser: a page with math loads the book's own MathJax, and no page loads a script or style
+    from the network."""
+    problems = []
+    for page in book_pages(html_dir):
+        html = (html_dir / page).read_text(encoding="utf-8", errors="replace")
+        urls = re.findall(r"<script\b[^>]*?\bsrc=\"([^\"]+)\"", html)
+        urls += [h for tag in re.findall(r"<link\b[^>]*>", html) if "stylesheet" in tag
+                 for h in re.findall(r"\bhref=\"([^\"]+)\"", tag)]
+        problems += [f"{page}: loads {u} from the network" for u in urls if re.match(r"(https?:)?//", u)]
+        if 'class="math' in html and "_static/mathjax/tex-chtml.js" not in html:
+            problems.append(f"{page}: has math but does not load the book's MathJax (_static/mathjax/tex-chtml.js)")
+    return problems
+
+
+# ============================================================================ browser check
+def find_chromium() -> str | None:
+    """$KALM_CHROMIUM, else the first Chromium / Chrome on PATH."""
+    env = os.environ.get("KALM_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else shutil.which(env)
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@dataclass
+class PageReport:
+    page: str
+    title: str = ""
+    images: int = 0
+    figures: int = 0           # images inside notebook cell outputs
+    math: int = 0              # math elements (inline and display)
+    math_rendered: int = 0     # of those, rendered by MathJax
+    tables: int = 0
+    height: int = 0
+    screenshot: str | None = None
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BookReport:
+    html_dir: Path
+    pages: list[PageReport]
+    problems: list[str]
+    seconds: float
+
+    def summary(self) -> str:
+        lines = [f"[book] browser check: {len(self.pages)} pages in {self.seconds:.0f}s, "
+                 f"{len(self.problems)} problem(s); screenshots in "
+                 f"{Path(self.pages[0].screenshot).parent if self.pages and self.pages[0].screenshot else '-'}"]
+        for p in self.pages:
+            lines.append(f"  {p.page:32s} figures {p.figures:2d}  images {p.images:2d}  math {p.math_rendered:3d}/"
+                         f"{p.math:<3d} tables {p.tables:2d}  height {p.height:5d}px  "
+                         f"{'OK' if not p.problems else 'PROBLEMS'}")
+        return "\n".join(lines)
+
+
+# Runs in the page after MathJax has typeset it. Math counts: Sphinx wraps TeX in span.math / div.math;
+# MathJax replaces the TeX inside with an <mjx-container>.
+_PAGE_PROBE = r"""
+(() => {
+  const main = document.querySelector('main') || document.body;
+  const imgs = Array.from(document.images).map(i => ({
+      src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth, h: i.naturalHeight,
+      shown: Math.round(i.getBoundingClientRect().width), output: !!i.closest('.cell_output'),
+      alt: i.alt || ''}));
+  const math = Array.from(document.querySelectorAll('.math'));
+  const clone = main.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style, mjx-container, textarea, .cell_input').forEach(e => e.remove());
+  const text = clone.textContent || '';
+  return {
+    title: document.title,
+    images: imgs,
+    links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+    ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
+    math: math.length,
+    mathRendered: math.filter(e => e.querySelector('mjx-container')).length,
+    mjxErrors: document.querySelectorAll('mjx-merror').length,
+    mathjax: (window.MathJax && window.MathJax.version) || null,
+    rawMath: ['$$', '\\(', '\\[', '\\begin{'].filter(s => text.includes(s)),
+    errorOutputs: document.querySelectorAll(
+        '.cell_output .traceback, .cell_output .output.error, .cell_output .stderr, #papermill-error-cell').length,
+    traceback: (main.innerText || '').includes('Traceback (most recent call last)'),
+    placeholder: (text.match(/\b(TODO|TBD|FIXME|XXX|lorem ipsum|placeholder)\b/i) || [null])[0],
+    tables: main.querySelectorAll('table').length,
+    height: Math.ceil(Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)),
+  };
+})()
+"""
+
+_WAIT_TYPESET = r"""
+(async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  if (document.fonts && document.fonts.ready) { await document.fonts.ready; }
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  return true;
+})()
+"""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class _CDP:
+    """A minimal Chrome DevTools protocol client (one browser websocket, flat sessions) on tornado."""
+
+    def __init__(self, conn):
+        self.conn, self.next_id, self.pending, self.events = conn, 0, {}, []
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def connect(cls, ws_url: str) -> "_CDP":
+        from tornado.websocket import websocket_connect
+
+        return cls(await websocket_connect(ws_url, max_message_size=512 * 1024 * 1024))
+
+    async def _read(self):
+        while True:
+            msg = await self.conn.read_message()
+            if msg is None:
+                for fut in self.pending.values():
+                    if not fut.done():
+                        fut.set_exception(ConnectionError("the browser closed the DevTools connection"))
+                return
+            m = json.loads(msg)
+            if "id" in m and m["id"] in self.pending:
+                fut = self.pending.pop(m["id"])
+                if not fut.done():
+                    fut.set_result(m)
+            elif "method" in m:
+                self.events.append(m)
+
+    async def call(self, method: str, params: dict | None = None, session: str | None = None,
+                   timeout: float = 60.0) -> dict:
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = fut
+        await self.conn.write_message(json.dumps(msg))
+        m = await asyncio.wait_for(fut, timeout)
+        if "error" in m:
+            raise RuntimeError(f"DevTools {method}: {m['error'].get('message')}")
+        return m.get("result", {})
+
+    async def wait_event(self, method: str, session: str, timeout: float = 60.0) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for e in self.events:
+                if e.get("method") == method and e.get("sessionId") == session:
+                    self.events.remove(e)
+                    return e
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no {method} within {timeout:.0f}s")
+
+    def close(self):
+        self.reader.cancel()
+        self.conn.close()
+
+
+def _launch_chromium(chrome: str, profile_dir: Path) -> tuple[subprocess.Popen, str]:
+    args = [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-extensions", "--disable-default-apps", "--hide-scrollbars", "--mute-audio",
+            "--force-device-scale-factor=1", f"--user-data-dir={profile_dir}", "--remote-debugging-port=0",
+            "about:blank"]
+    log = open(profile_dir / "chromium.log", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port_file = profile_dir / "DevToolsActivePort"
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise BookError(f"{chrome} exited with code {proc.returncode}; its log: {profile_dir / 'chromium.log'}")
+        if port_file.is_file():
+            lines = port_file.read_text().split()
+            if len(lines) >= 2:
+                return proc, f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+        time.sleep(0.1)
+    _stop(proc)
+    raise BookError(f"{chrome} did not open its DevTools port within 60 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the Chromium we started: its own process group (start_new_session), so its renderers go too."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def check_book(html_dir: str | os.PathLike, shots_dir: str | os.PathLike | None = None, *,
+               chrome: str | None = None, pages: list[str] | None = None) -> BookReport:
+    """Open every page of a built book in headless Chromium and check it as a reader would see it.
+
+    Per page: no failed request (missing image, script, style) and no request leaving the book; no JavaScript
+    error; every image loaded; a notebook chapter shows at least one figure; every math element rendered by
+    MathJax with no TeX error and no raw ``$$`` / ``\\(`` / ``\\[`` left in the text; no error output or
+    traceback; no placeholder text. Across pages: every internal link (and #anchor) resolves. With
+    ``shots_dir``, a full-page PNG screenshot of each page is saved there.
+    """
+    html_dir = Path(html_dir).resolve()
+    chrome = chrome or find_chromium()
+    if chrome is None:
+        raise BookError("no Chromium found (run `make book-deps` or set KALM_CHROMIUM)")
+    pages = pages or book_pages(html_dir)
+    shots = Path(shots_dir) if shots_dir is not None else None
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(html_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kalm-chromium-", ignore_cleanup_errors=True) as tmp:
+        proc, ws = _launch_chromium(chrome, Path(tmp))
+        try:
+            reports, probes = asyncio.run(_check_pages(ws, base, pages, shots))
+        finally:
+            _stop(proc)
+            server.shutdown()
+            server.server_close()
+    problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
+    problems += _link_problems(html_dir, base, probes)
+    if not any(r.math_rendered for r in reports):
+        problems.append("no page has rendered math (the introduction's equations should be)")
+    return BookReport(html_dir, reports, problems, time.perf_counter() - t0)
+
+
+async def _check_pages(ws: str, base: str, pages: list[str], shots: Path | None):
+    cdp = await _CDP.connect(ws)
+    reports, probes = [], {}
+    try:
+        for page in pages:
+            r, probe = await _check_page(cdp, base, page, shots)
+            reports.append(r)
+            probes[page] = probe
+    finally:
+        cdp.close()
+    return reports, probes
+
+
+async def _check_page(cdp: _CDP, base: str, page: str, shots: Path | None):
+    t0 = time.perf_counter()
+    rep = PageReport(page)
+    target = (await cdp.call("Target.createTarget", {"url": "about:blank"}))["targetId"]
+    sid = (await cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+    probe: dict = {}
+    try:
+        for domain in ("Page", "Network", "Runtime"):
+            await cdp.call(f"{domain}.enable", session=sid)
+        await cdp.call("Emulation.setDeviceMetricsOverride",
+                       {"width": SCREEN_WIDTH, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session=sid)
+        await cdp.call("Page.navigate", {"url": base + page}, session=sid)
+        await cdp.wait_event("Page.loadEventFired", sid, timeout=90)
+        await cdp.call("Runtime.evaluate", {"expression": _WAIT_TYPESET, "awaitPromise": True}, session=sid,
+                       timeout=90)
+        res = await cdp.call("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True}, session=sid)
+        probe = res.get("result", {}).get("value") or {}
+        if not probe:
+            rep.problems.append(f"the page probe returned nothing ({res.get('exceptionDetails', {}).get('text')})")
+        if shots is not None and probe:
+            h = min(int(probe.get("height") or 1000), MAX_SHOT_HEIGHT)
+            await cdp.call("Emulation.setDeviceMetricsOverride",
+                           {"width": SCREEN_WIDTH, "height": h, "deviceScaleFactor": 1, "mobile": False}, session=sid)
+            await cdp.call("Runtime.evaluate", {"expression": _WAIT_TYPESET, "awaitPromise": True}, session=sid)
+            # The viewport is already the page's height: capturing "beyond the viewport" would make Chromium
+            # resize it once more, which can re-trigger the theme's responsive layout mid-capture.
+            shot = await cdp.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False},
+                                  session=sid, timeout=120)
+            import base64
+
+            out = shots / (page.removesuffix(".html").replace("/", "__") + ".png")
+            out.write_bytes(base64.b64decode(shot["data"]))
+            rep.screenshot = str(out)
+            if probe.get("height", 0) > MAX_SHOT_HEIGHT:
+                rep.problems.append(f"page is {probe['height']} px tall; the screenshot shows the first "
+                                    f"{MAX_SHOT_HEIGHT} px")
+    finally:
+        events = [e for e in cdp.events if e.get("sessionId") == sid]
+        cdp.events = [e for e in cdp.events if e.get("sessionId") != sid]
+        await cdp.call("Target.closeTarget", {"targetId": target})
+    rep.problems += _network_problems(events, base)
+    rep.title = probe.get("title", "")
+    imgs = probe.get("images", [])
+    rep.images, rep.figures = len(imgs), sum(1 for i in imgs if i["output"])
+    rep.math, rep.math_rendered = probe.get("math", 0), probe.get("mathRendered", 0)
+    rep.tables, rep.height = probe.get("tables", 0), probe.get("height", 0)
+    for i in imgs:
+        if not i["ok"]:
+            rep.problems.append(f"image not loaded: {i['src']}")
+        elif i["output"] and min(i["shown"], i["w"]) < 300:
+            rep.problems.append(f"figure {i['src']} is shown {i['shown']} px wide ({i['w']} px image): too small to read")
+    if page.startswith("notebooks/") and rep.figures == 0:
+        rep.problems.append("a notebook chapter with no figure in its outputs")
+    if rep.math and not probe.get("mathjax"):
+        rep.problems.append("the page has math but MathJax did not load")
+    if rep.math_rendered < rep.math:
+        rep.problems.append(f"{rep.math - rep.math_rendered} of {rep.math} math elements not rendered by MathJax")
+    if probe.get("mjxErrors"):
+        rep.problems.append(f"{probe['mjxErrors']} TeX error(s) in rendered math")
+    if probe.get("rawMath"):
+        rep.problems.append(f"raw TeX delimiters in the text: {probe['rawMath']}")
+    if probe.get("errorOutputs") or probe.get("traceback"):
+        rep.problems.append("error output or a traceback in a cell")
+    if probe.get("placeholder"):
+        rep.problems.append(f"placeholder text: {probe['placeholder']!r}")
+    rep.seconds = round(time.perf_counter() - t0, 1)
+    return rep, probe
+
+
+def _network_problems(events: list[dict], base: str) -> list[str]:
+    urls, out = {}, []
+    for e in events:
+        p = e.get("params", {})
+        if e["method"] == "Network.requestWillBeSent":
+            url = p["request"]["url"]
+            urls[p["requestId"]] = url
+            if not url.startswith((base, "data:", "blob:", "about:")):
+                out.append(f"request leaves the book: {url}")
+        elif e["method"] == "Network.responseReceived" and p["response"]["status"] >= 400:
+            if not p["response"]["url"].endswith("/favicon.ico"):   # Chromium asks for it on its own
+                out.append(f"HTTP {p['response']['status']} for {p['response']['url']}")
+        elif e["method"] == "Network.loadingFailed" and not p.get("canceled"):
+            url = urls.get(p["requestId"], "?")
+            if not url.endswith("/favicon.ico"):
+                out.append(f"failed to load {url}: {p.get('errorText')}")
+        elif e["method"] == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            out.append(f"JavaScript error: {d.get('exception', {}).get('description') or d.get('text')}")
+    return list(dict.fromkeys(out))
+
+
+def _link_problems(html_dir: Path, base: str, probes: dict[str, dict]) -> list[str]:
+    """Internal links must reach an existing file, and an #anchor an element id on the target page."""
+    ids = {page: set(p.get("ids", [])) for page, p in probes.items()}
+    out = []
+    for page, probe in probes.items():
+        for href in probe.get("links", []):
+            if not href.startswith(base):
+                continue
+            url, frag = urldefrag(href)
+            rel = unquote(urlparse(url).path).lstrip("/")
+            target = html_dir / rel
+            if target.is_dir():
+                target, rel = target / "index.html", (rel.rstrip("/") + "/index.html").lstrip("/")
+            if not target.is_file():
+                out.append(f"{page}: broken link to {rel}")
+            elif frag and rel in ids and frag not in ids[rel]:
+                out.append(f"{page}: link to {rel}#{frag}, an anchor that page does not have")
+    return list(dict.fromkeys(out))
