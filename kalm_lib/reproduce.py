@@ -64,6 +64,8 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
     info = {"profile": profile, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": _machine(), "commit": _commit(), "python": sys.version.split()[0], "notebooks": {}}
     env_root = os.environ.setdefault("KALM_PROJECT_ROOT", str(ROOT))
+    # Headless runs log instead of drawing progress bars, which would fill the executed notebooks.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     for name in notebooks or NOTEBOOKS:
         src = ROOT / "notebooks" / f"{name}.ipynb"
         dst = out_dir / f"{name}.ipynb"
