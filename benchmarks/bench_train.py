@@ -1,0 +1,234 @@
+"""Training throughput: one kalm_lib training step against sentence-transformers, same model, same batches.
+
+Both sides train their own copy of the SAME random-init tiny Qwen2 (saved by ``KaLMEmbedder.save`` and
+loaded by ``SentenceTransformer``) on the SAME batches, in the same order, alternating step by step.
+
+Equal work, term by term:
+  data       build_training_set(local fine-tuning sets, M=1 hard negative), TaskBatchSampler with length
+             grouping; round r gives batch r to BOTH sides (anchor = instructed query, positive, negative)
+  tokens     both truncate every text at L tokens; queries padded together, positives+negatives padded
+             together (kalm: one tokenisation of 2B passages; peer: two columns merged by its
+             ``embed_columns``), so both see identical real and padded token counts (checked each step)
+  loss       InfoNCE over in-batch positives + every hard negative of the batch, τ = 1/scale:
+             kalm KaLMObjective(tau=τ, focal_gamma=0, no mixing, no Matryoshka, use_hard_negatives)
+             vs MultipleNegativesRankingLoss(scale=1/τ) on (anchor, positive, negative); the two losses
+             are printed side by side (they agree to float round-off, since both copies see the same data)
+  GradCache  kalm optim.gradcache_chunk_size=c vs CachedMultipleNegativesRankingLoss(mini_batch_size=c)
+  update     clip the global grad norm at 1.0, AdamW (same lr, betas, eps, weight decay), zero_grad
+kalm's step is the body of ``StageTrainer.run`` (Batch.from_examples → StepRunner → clip → AdamW →
+scheduler) on a real ``StageTrainer``; the peer's is the loop body of a hand-written trainer (preprocess →
+loss → backward → clip → AdamW), i.e. the peer without its Trainer's per-step overhead.
+
+Run: ``.venv/bin/python benchmarks/bench_train.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def _peer_columns(examples: list[dict], num_negatives: int) -> list[list[str]]:
+    cols = [[e["query"] for e in examples], [e["pos"] for e in examples]]
+    cols += [[e["neg"][k] for e in examples] for k in range(num_negatives)]
+    return cols
+
+
+def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf16="no"):
+    """A real StageTrainer around ``kalm`` (model, AdamW, scheduler, accelerate, StepRunner)."""
+    from kalm_lib.config import config_from_dict
+    from kalm_lib.train import StageTrainer
+
+    cfg = config_from_dict({
+        "stage": "finetune", "output_dir": str(out_dir), "seed": 0,
+        "data": {"num_negatives": 1, "query_max_len": max_len, "passage_max_len": max_len, "group_by_length": True},
+        "objective": {"tau": tau, "focal_gamma": 0.0, "use_hard_negatives": True, "mix_pairwise": 0,
+                      "mix_listwise": False, "matryoshka_dims": None, "distill_weight": 0.0},
+        # max_steps huge + no warm-up: the linear schedule keeps lr ≈ constant, like the peer's.
+        "optim": {"lr": lr, "batch_size": batch_size, "max_steps": 10**9, "warmup_ratio": 0.0, "grad_clip": 1.0,
+                  "gradcache_chunk_size": chunk, "bf16": bf16, "weight_decay": 0.01},
+        "progress_bar": False})
+    return StageTrainer(cfg, dataset=dataset, model=kalm)
+
+
+def kalm_step(trainer, examples: list[dict], num_negatives: int) -> tuple[float, int, int]:
+    """Exactly the per-step body of ``StageTrainer.run`` (without its logging/checkpointing)."""
+    from kalm_lib.train import Batch
+
+    batch = Batch.from_examples(examples, num_negatives)
+    terms, real, total = trainer.step_runner(batch)
+    trainer.accelerator.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.optim.grad_clip)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return terms["loss"], real, total
+
+
+def make_peer(st, *, tau, lr, chunk):
+    import torch
+    from sentence_transformers.sentence_transformer import losses
+
+    if chunk is None:
+        loss_fn = losses.MultipleNegativesRankingLoss(st, scale=1.0 / tau)
+    else:
+        loss_fn = losses.CachedMultipleNegativesRankingLoss(st, scale=1.0 / tau, mini_batch_size=chunk)
+    opt = torch.optim.AdamW([p for p in st.parameters() if p.requires_grad], lr=lr, weight_decay=0.01,
+                            betas=(0.9, 0.999), eps=1e-8)
+    st.train()
+    return loss_fn, opt
+
+
+def _padded_tokens(feats: list[dict], chunk: int | None) -> int:
+    """Tokens (padding included) the peer's model runs on: MNRL embeds the anchor column alone and the
+    candidate columns merged at their common width; the cached loss embeds every column in chunks, each
+    trimmed to its own longest row."""
+    masks = [f["attention_mask"] for f in feats]
+    if chunk is None:
+        return masks[0].numel() + sum(m.shape[0] for m in masks[1:]) * max(m.shape[1] for m in masks[1:])
+    total = 0
+    for m in masks:
+        for s in range(0, m.shape[0], chunk):
+            part = m[s:s + chunk]
+            total += part.shape[0] * int(part.sum(dim=1).max())
+    return total
+
+
+def peer_step(st, loss_fn, opt, examples: list[dict], num_negatives: int, device=None,
+              autocast_dtype=None) -> tuple[float, int, int]:
+    import contextlib
+
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    feats = [st.preprocess(col) for col in _peer_columns(examples, num_negatives)]
+    if device is not None:
+        feats = [batch_to_device(f, device) for f in feats]
+    real = sum(int(f["attention_mask"].sum()) for f in feats)
+    total = _padded_tokens(feats, getattr(loss_fn, "mini_batch_size", None))
+    ctx = (torch.autocast(device_type=device.type if device is not None else "cpu", dtype=autocast_dtype)
+           if autocast_dtype is not None else contextlib.nullcontext())
+    with ctx:
+        loss = loss_fn(feats, None)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(st.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach()), real, total
+
+
+def sampler_batches(dataset, batch_size: int, n: int, seed: int = 0) -> list[list[dict]]:
+    """The first ``n`` global batches of kalm's own TaskBatchSampler (length-grouped), as example lists."""
+    from kalm_lib.data import TaskBatchSampler
+
+    s = TaskBatchSampler(list(dataset.tasks), batch_size=batch_size, seed=seed, group_by_length=True,
+                         lengths=list(dataset.lengths))
+    out = []
+    for idx in s:
+        out.append([dataset[int(i)] for i in idx])
+        if len(out) == n:
+            break
+    return out
+
+
+def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: int | None, max_len: int,
+               rounds: int, warmup: int, tau: float = 0.05, lr: float = 1e-4) -> dict:
+    import copy
+
+    batches = sampler_batches(dataset, batch_size, warmup + rounds)
+    if len(batches) < warmup + rounds:
+        raise RuntimeError(f"only {len(batches)} batches of {batch_size}; need {warmup + rounds}")
+    # each config trains fresh copies of the same initial weights
+    kalm_copy, st_copy = copy.deepcopy(kalm_model), copy.deepcopy(st)
+    with tempfile.TemporaryDirectory(prefix="kalm-bench-run-") as tmp:
+        trainer = make_kalm(kalm_copy, dataset, batch_size=batch_size, max_len=max_len, tau=tau, lr=lr,
+                            chunk=chunk, out_dir=Path(tmp))
+        loss_fn, opt = make_peer(st_copy, tau=tau, lr=lr, chunk=chunk)
+        rec = {"kalm": [], "peer": []}
+
+        def kalm_side(r):
+            rec["kalm"].append(kalm_step(trainer, batches[r], 1))
+
+        def peer_side(r):
+            rec["peer"].append(peer_step(st_copy, loss_fn, opt, batches[r], 1))
+
+        times, cpu = C.interleave({"kalm": kalm_side, "peer": peer_side}, rounds=rounds, warmup=warmup)
+    loss_k = [x[0] for x in rec["kalm"]]
+    loss_p = [x[0] for x in rec["peer"]]
+    real_k = [x[1] for x in rec["kalm"]][warmup:]
+    real_p = [x[1] for x in rec["peer"]][warmup:]
+    tot_k = [x[2] for x in rec["kalm"]][warmup:]
+    tot_p = [x[2] for x in rec["peer"]][warmup:]
+    if real_k != real_p:
+        print(f"   WARNING: real token counts differ: kalm {sum(real_k)} vs peer {sum(real_p)}")
+    res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "max_len": max_len, "tau": tau,
+           "rounds": rounds, "warmup": warmup,
+           "kalm_step_s_median": statistics.median(times["kalm"]), "peer_step_s_median": statistics.median(times["peer"]),
+           "kalm_pairs_per_s": batch_size / statistics.median(times["kalm"]),
+           "peer_pairs_per_s": batch_size / statistics.median(times["peer"]),
+           # both sides process identical token counts, so tokens/s = mean real tokens per step / median step
+           "kalm_tokens_per_s": sum(real_k) / len(real_k) / statistics.median(times["kalm"]),
+           "peer_tokens_per_s": sum(real_p) / len(real_p) / statistics.median(times["peer"]),
+           "real_tokens_per_step_mean": sum(real_k) / len(real_k),
+           "padding_fraction_kalm": 1 - sum(real_k) / sum(tot_k), "padding_fraction_peer": 1 - sum(real_p) / sum(tot_p),
+           "max_abs_loss_diff": max(abs(a - b) for a, b in zip(loss_k, loss_p)),
+           "first_loss_kalm": loss_k[0], "first_loss_peer": loss_p[0],
+           **C.speed_ratio(times["kalm"], times["peer"]),
+           "cpu_time_ratio": statistics.median(cpu["peer"]) / statistics.median(cpu["kalm"]),
+           "times_kalm": times["kalm"], "times_peer": times["peer"], "cpu_kalm": cpu["kalm"], "cpu_peer": cpu["peer"]}
+    print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, "
+          f"GradCache chunk {chunk}, {rounds} timed rounds after {warmup} warm-up")
+    print(f"   kalm_lib : {C.fmt(res['kalm_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['kalm_tokens_per_s'], 0):>8} tokens/s"
+          f"  (median step {res['kalm_step_s_median']:.3f} s)")
+    print(f"   peer     : {C.fmt(res['peer_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['peer_tokens_per_s'], 0):>8} tokens/s"
+          f"  (median step {res['peer_step_s_median']:.3f} s)")
+    print(f"   ratio kalm/peer = {res['ratio']:.3f}x  (per-round quartiles {res['round_ratio_q1']:.3f} / "
+          f"{res['round_ratio_median']:.3f} / {res['round_ratio_q3']:.3f}); CPU-time ratio {res['cpu_time_ratio']:.3f}x;"
+          "  target >= 1.0x")
+    print(f"   equal work: loss step 1 kalm {loss_k[0]:.6f} vs peer {loss_p[0]:.6f}, max |Δloss| over all steps "
+          f"{res['max_abs_loss_diff']:.2e}; real tokens/step {res['real_tokens_per_step_mean']:.0f} "
+          f"(identical: {real_k == real_p}); padding {res['padding_fraction_kalm']:.1%} vs {res['padding_fraction_peer']:.1%}")
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run of the script)")
+    ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--only", choices=("mnrl", "cached"), default=None, help="run one of the two configurations")
+    args = ap.parse_args(argv)
+    import torch
+
+    info = C.print_header("training throughput: kalm_lib StageTrainer step vs sentence-transformers (M)NRL")
+    C.data_dir()
+    torch.manual_seed(0)
+    kalm, st, folder = C.build_pair(max_length=args.max_len)
+    diff = C.check_same_model(kalm, st, C.sts_sentences(16))
+    print(f"   model: tiny Qwen2 {C.SMOKE_TINY}, vocab {kalm.backbone.config.vocab_size}, "
+          f"{sum(p.numel() for p in kalm.parameters()) / 1e6:.1f}M params (all trained); "
+          f"same embeddings on both sides (max |Δ| {diff:.1e})")
+    ds = C.smoke_training_set(kalm.tokenizer)
+    print(f"   data: {len(ds)} examples from {len(set(ds.tasks))} local datasets, 1 hard negative each")
+    rounds = args.rounds or (3 if args.quick else 8)
+    warm = 1 if args.quick else 2
+    results = []
+    if args.only in (None, "mnrl"):
+        results.append(run_config("MNRL", kalm, st, ds, batch_size=32, chunk=None, max_len=args.max_len,
+                                  rounds=rounds, warmup=warm))
+    if args.only in (None, "cached"):
+        results.append(run_config("CachedMNRL (GradCache)", kalm, st, ds, batch_size=32, chunk=8,
+                                  max_len=args.max_len, rounds=rounds, warmup=warm))
+    out = {"machine": info, "command": "benchmarks/bench_train.py" + (" --quick" if args.quick else ""),
+           "configs": results}
+    C.write_json("train", out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
