@@ -6,7 +6,8 @@
     compare_with_paper(df, "MTEB(eng, v1)")                    # ours beside KaLM-V2 / V2.5
 
 Modules: ``encoder`` (KaLMEncoder, prompts), ``local_tasks`` (the mirror as mteb tasks),
-``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``.
+``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``, ``figures``,
+``suite`` (the evaluation notebook's steps).
 """
 
 from .benchmarks import BENCHMARKS, MTEB_CMN_V1, MTEB_ENG_V1, benchmark_tasks, main_split
@@ -21,7 +22,16 @@ from .local_tasks import (
     LocalDataError,
     get_local_task,
 )
+from .figures import plot_matryoshka, plot_type_scores
 from .runner import RESULT_COLUMNS, evaluate_checkpoints, evaluate_model
+from .suite import (
+    evaluate_released,
+    final_suite,
+    matryoshka_curve,
+    matryoshka_dims,
+    stage_checkpoints,
+    untrained_student,
+)
 from .tables import (
     compare_with_paper,
     load_paper_results,
@@ -42,4 +52,6 @@ __all__ = [
     "RESULT_COLUMNS", "SMOKE_SUITE", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
     "evaluate_model", "get_local_task", "load_model", "load_paper_results", "main_scores", "main_split", "mtk",
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
+    "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
+    "stage_checkpoints", "untrained_student",
 ]

@@ -5,12 +5,21 @@ KaLM-V2 evaluation prompts (the paper's §1; mteb's reference loader for
 ``InstructSentenceTransformerModel(instruction_template=KaLM_INSTRUCTION,
 apply_instruction_to_passages=False, prompts_dict=KaLM_v2_task_prompts)``):
 
-* the instruction I of a task is looked up in ``KaLM_v2_task_prompts`` by task name, then task type,
-  then prompt type, then the task's own metadata prompt (mteb's ``AbsEncoder.get_instruction``);
+* the instruction I of a task is looked up in ``KaLM_v2_task_prompts`` (imported from mteb): first
+  ``"{task}-{side}"`` (mteb's compound key), then ``"{task}"``, then — for a symmetric side, which
+  mteb encodes with ``prompt_type=None`` — ``"{task}-query"``; failing these, mteb's own
+  ``AbsEncoder.get_instruction`` (task type, prompt type, the task's metadata prompt, the abstract
+  task's default prompt);
 * a query q is encoded as ``"Instruct: {I} \\n Query: {q}"``;
 * a document (``prompt_type == document``: retrieval corpora, reranking candidates) is encoded raw;
 * symmetric tasks (STS, pair classification) encode both sides with ``prompt_type=None``, so both
   sides carry the instruction — the paper's "symmetric-task rule".
+
+Why the compound keys: in mteb 2.26, ``InstructSentenceTransformerModel`` looks only at the plain task
+name, so the dict's ``"STSBenchmark-query"``, ``"SciDocsRR-query"`` … entries go unused and those tasks
+fall back to generic prompts (``"Retrieve semantically similar text."`` with a period, or the task's
+metadata prompt). The dict (and the paper, PAPER.md §1) means them to be used; ``compound_keys=False``
+restores mteb 2.26's exact lookup.
 
 A local task (``kalm_lib.evaluation.local_tasks``) is looked up under the MTEB task it copies, so
 ``STS12-noMSRvid`` gets STS12's instruction. Plain sentence-transformers models (teachers, baselines
@@ -65,13 +74,14 @@ class KaLMEncoder(AbsEncoder):
 
     Args:
         model: a ``KaLMEmbedder``, a ``SentenceTransformer``, or a path / Hub id (see :func:`load_model`).
-        model_name: "org/name" for results (mteb requires a slash; ``local/`` is prefixed if missing).
+        model_name: the label in result tables (mteb's metadata gets ``local/`` prefixed if it has no slash).
         dim: Matryoshka dimension: embeddings are truncated to ``dim`` and re-normalised (None = full).
         use_instructions: apply the KaLM-V2 prompts. Default: True for KaLMEmbedder and for models whose
             name contains "KaLM", False for other sentence-transformers models.
         prompts_dict: task → instruction (default mteb's ``KaLM_v2_task_prompts``).
         apply_instruction_to_passages: instruct documents too (False in the reference loader).
         max_length: token cap at encode time (None = the model's own; mteb's loader uses 512).
+        compound_keys: use the dict's ``"{task}-query"`` / ``"{task}-document"`` entries (see module doc).
     """
 
     instruction_template = KALM_QUERY_TEMPLATE
@@ -79,19 +89,21 @@ class KaLMEncoder(AbsEncoder):
     def __init__(self, model: Any, *, model_name: str | None = None, revision: str | None = None,
                  dim: int | None = None, use_instructions: bool | None = None,
                  prompts_dict: dict[str, str] | None = None, apply_instruction_to_passages: bool = False,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, compound_keys: bool = True) -> None:
         if isinstance(model, (str, Path)):
             model = load_model(model)
         self.model = model
         self.is_kalm = _is_kalm_embedder(model)
         name = model_name or _default_name(model)
-        if "/" not in name:
+        self.display_name = name  # the label in result tables
+        if "/" not in name:  # mteb's ModelMeta wants "org/name"
             name = f"local/{name}"
         if use_instructions is None:
             use_instructions = self.is_kalm or "kalm" in name.lower()
         self.use_instructions = bool(use_instructions)
         self.prompts_dict = dict(KaLM_v2_task_prompts if prompts_dict is None else prompts_dict)
         self.apply_instruction_to_passages = apply_instruction_to_passages
+        self.compound_keys = compound_keys
         self.max_length = max_length
         full = _embedding_dim(model)
         if dim is not None and not 0 < int(dim) <= full:
@@ -118,6 +130,14 @@ class KaLMEncoder(AbsEncoder):
         if prompt_type == PromptType.document and not self.apply_instruction_to_passages:
             return None
         base = prompt_task_name(task_metadata.name)
+        if self.compound_keys:
+            keys = [f"{base}-{prompt_type.value}"] if prompt_type is not None else []
+            keys.append(base)
+            if prompt_type is None:  # a symmetric side: both sides get the query instruction
+                keys.append(f"{base}-{PromptType.query.value}")
+            for key in keys:
+                if self.prompts_dict.get(key):
+                    return self.prompts_dict[key]
         meta = task_metadata if base == task_metadata.name else task_metadata.model_copy(update={"name": base})
         return self.get_instruction(meta, prompt_type) or None
 

@@ -75,7 +75,7 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         tasks: local task names (default: ``LOCAL_SUITE``), a ``{name: row cap}`` dict such as
             ``SMOKE_SUITE``, a benchmark name ("MTEB(eng, v1)", "MTEB(cmn, v1)"; needs the Hub), or task objects.
         output_dir: where ``<model slug>/results.{json,csv}`` and ``<model slug>/mteb/<task>.json`` go.
-        model_name: the name in tables ("org/name"; "local/" is prefixed when there is no slash).
+        model_name: the label in tables and the results folder name (default: the model's own name).
         dim: Matryoshka dimension (None = full embedding).
         max_rows: row cap per task for smoke runs; capped rows are marked ``comparable=False``.
         batch_size: encode batch size.
@@ -92,7 +92,8 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
     task_objs = resolve_tasks(tasks, max_rows)
     encoder = model if isinstance(model, KaLMEncoder) else KaLMEncoder(
         model, model_name=model_name, dim=dim, use_instructions=use_instructions, max_length=max_length)
-    name = encoder.mteb_model_meta.name
+    name = encoder.display_name
+    dim = encoder.dim
     out_dir = Path(output_dir) / slug(name) if output_dir is not None else None
 
     rows: list[dict] = []

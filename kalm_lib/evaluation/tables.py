@@ -182,6 +182,9 @@ def compare_with_paper(df: pd.DataFrame, benchmark: str = "MTEB(eng, v1)",
     paper = paper[[m for m in paper_models if m in paper.columns]]
     paper.columns = [f"paper: {c}" for c in paper.columns]
     out = t.join(paper, how="outer")
+    order = [k for k in paper.index if k not in ("MTK", "MTY")]
+    order += [k for k in out.index if k not in order and k not in ("MTK", "MTY")] + ["MTK", "MTY"]
+    out = out.reindex([k for k in order if k in out.index])
     ntask = ours.groupby("task_type")["task"].nunique()
     out.insert(0, "our n_tasks", ntask.reindex(out.index))
     return out

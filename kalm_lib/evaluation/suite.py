@@ -1,0 +1,93 @@
+"""What notebooks/05_evaluate needs in one call each: the run's models, the Matryoshka curve, the
+profile's final suite, and a released model on the paper's benchmarks (Hub)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .runner import evaluate_model
+
+STAGES = ("pretrain", "finetune", "distill")
+
+
+def stage_checkpoints(run_dir: str | os.PathLike, stages: Sequence[str] = STAGES) -> dict[str, Path]:
+    """``{stage: run_dir/stage/final}`` for each finished stage; a missing one is skipped with a printed note."""
+    found = {}
+    for stage in stages:
+        path = Path(run_dir) / stage / "final"
+        if (path / "modules.json").is_file():
+            found[stage] = path
+        else:
+            print(f"[evaluate] no {stage} checkpoint at {path}: skipped")
+    return found
+
+
+def final_suite(profile: str) -> tuple[Any, int | None]:
+    """The profile's final evaluation tasks and row cap (``eval.final_tasks`` / ``eval.final_max_rows``);
+    ``final_tasks: null`` means the whole local suite."""
+    from kalm_lib.config import load_profile
+
+    from .local_tasks import LOCAL_SUITE
+
+    ev = load_profile(profile).get("eval") or {}
+    tasks = ev.get("final_tasks")
+    return (list(LOCAL_SUITE) if tasks is None else tasks), ev.get("final_max_rows")
+
+
+def untrained_student(profile: str, run_dir: str | os.PathLike):
+    """The stage-1 starting model of this profile, before any training (same seed and size)."""
+    from kalm_lib.config import stage_config
+    from kalm_lib.train import build_model
+
+    return build_model(stage_config(profile, "pretrain", run_dir))
+
+
+def matryoshka_dims(profile: str, run_dir: str | os.PathLike, full_dim: int) -> list[int]:
+    """The distillation stage's Matryoshka dims (≤ the model's size) plus the full dimension, ascending."""
+    from kalm_lib.config import stage_config
+
+    dims = stage_config(profile, "distill", run_dir).objective.get("matryoshka_dims") or []
+    return sorted({int(d) for d in dims if int(d) <= full_dim} | {int(full_dim)})
+
+
+def matryoshka_curve(model: Any, dims: Sequence[int], tasks: Any = ("STSBenchmark",), max_rows: int | None = None,
+                     model_name: str | None = None, output_dir: str | Path | None = None,
+                     **kwargs) -> pd.DataFrame:
+    """Main-split scores of ``model`` with its embeddings truncated to each of ``dims`` (one row per dim × task)."""
+    from .encoder import KaLMEncoder, load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    frames = []
+    for d in dims:
+        enc = KaLMEncoder(model, model_name=model_name, dim=int(d))
+        out = Path(output_dir) / f"dim{int(d)}" if output_dir is not None else None
+        frames.append(evaluate_model(enc, tasks=tasks, max_rows=max_rows, output_dir=out, **kwargs))
+    df = pd.concat(frames, ignore_index=True)
+    df["dim"] = df["dim"].astype(int)
+    return df[df["main_split"]].reset_index(drop=True)
+
+
+def hub_reachable() -> bool:
+    """False when the environment says the Hugging Face Hub is off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes"}
+
+
+def evaluate_released(name: str, benchmarks: Sequence[str] = ("MTEB(eng, v1)", "MTEB(cmn, v1)"),
+                      output_dir: str | Path | None = None, **kwargs) -> pd.DataFrame | None:
+    """A released model (e.g. ``KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2.5``) on the
+    paper's benchmarks, loaded and prompted as mteb's reference loader does. Needs the Hub; returns None
+    (with a note) when it is switched off."""
+    if not hub_reachable():
+        print(f"[evaluate] HF_HUB_OFFLINE is set: {name} on {', '.join(benchmarks)} needs the Hub; skipped")
+        return None
+    from .encoder import KaLMEncoder, load_model
+
+    enc = KaLMEncoder(load_model(name, max_length=512), model_name=name, use_instructions=True, max_length=512)
+    return pd.concat([evaluate_model(enc, tasks=b, output_dir=output_dir, **kwargs) for b in benchmarks],
+                     ignore_index=True)

@@ -1,0 +1,52 @@
+"""evaluate_model end to end with a tiny KaLMEmbedder: rows, files, caps, Matryoshka, checkpoints."""
+
+import json
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("mteb")
+
+from kalm_lib.evaluation import RESULT_COLUMNS, evaluate_checkpoints, evaluate_model  # noqa: E402
+from kalm_lib.model import KaLMEmbedder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return KaLMEmbedder.tiny(seed=0)
+
+
+def test_evaluate_model_writes_results(tiny, tmp_path):
+    df = evaluate_model(tiny, tasks={"STSB": 30, "SciFact": 5}, output_dir=tmp_path, model_name="test/tiny")
+    assert list(df.columns) == RESULT_COLUMNS
+    assert set(df.task) == {"STSB", "SciFact"}
+    # STSB has a validation and a test split; only test is the main split
+    stsb = df[df.task == "STSB"].set_index("split")
+    assert stsb.loc["test", "main_split"] and not stsb.loc["validation", "main_split"]
+    assert (~df.comparable).all() and (df.max_rows.isin([30, 5])).all()
+    assert df.note.str.contains("not comparable").all()
+    assert df.main_score.between(-1, 1).all()
+    out = tmp_path / "test__tiny"
+    back = json.loads((out / "results.json").read_text())
+    assert len(back) == len(df)
+    assert pd.read_csv(out / "results.csv").shape[0] == len(df)
+    assert json.loads((out / "mteb" / "SciFact.json").read_text())["task_name"] == "SciFact"
+
+
+def test_global_cap_and_instructions_flag(tiny):
+    df = evaluate_model(tiny, tasks=["STSBenchmark"], max_rows=20, model_name="test/tiny", dim=16)
+    assert df.max_rows.tolist() == [20] and df.dim.tolist() == [16]
+    with_instr = evaluate_model(tiny, tasks=["STSBenchmark"], max_rows=20, model_name="test/tiny")
+    without = evaluate_model(tiny, tasks=["STSBenchmark"], max_rows=20, model_name="test/tiny",
+                             use_instructions=False)
+    assert with_instr.main_score.iloc[0] != without.main_score.iloc[0]  # the prompt reaches the model
+
+
+def test_checkpoint_folder_and_missing_ones(tiny, tmp_path, capsys):
+    ckpt = tiny.save(tmp_path / "finetune" / "final")
+    df = evaluate_checkpoints({"finetune": ckpt, "distill": tmp_path / "distill" / "final"},
+                              tasks={"STSBenchmark": 20})
+    assert df.model.tolist() == ["finetune"]
+    assert "skipping distill" in capsys.readouterr().out
+    same = evaluate_model(tiny, tasks={"STSBenchmark": 20}, model_name="x/y")
+    assert df.main_score.iloc[0] == pytest.approx(same.main_score.iloc[0], abs=1e-5)
