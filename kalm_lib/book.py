@@ -274,12 +274,16 @@ def md_table(df, index: bool = True, digits: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect_results(run_dir: Path):
-    """All evaluation rows a run wrote (``run/eval/**/results.csv``); the newest file wins for a repeated
-    (model, task, split, subset, dim) row."""
+FINAL_EVAL = "final"      # notebook 05 writes run/eval/final/<model>/results.csv (run/eval/<label>/ are quick scores)
+RELEASED_EVAL = "released"  # notebook 05 with `released_model` set (needs the Hub): the paper's own benchmarks
+
+
+def collect_results(eval_dir: Path):
+    """The evaluation rows under ``eval_dir`` (``**/results.csv``, one per model, in the order they were
+    written); the newest file wins for a repeated (model, task, split, subset, dim) row. None if there are none."""
     import pandas as pd
 
-    files = sorted((run_dir / "eval").rglob("results.csv"), key=lambda f: f.stat().st_mtime)
+    files = sorted(eval_dir.rglob("results.csv"), key=lambda f: f.stat().st_mtime) if eval_dir.is_dir() else []
     frames = []
     for f in files:
         try:
@@ -290,10 +294,11 @@ def collect_results(run_dir: Path):
         if not need <= set(d.columns):
             raise BookError(f"{f}: columns {sorted(need - set(d.columns))} missing (kalm_lib/evaluation/runner.py "
                             f"writes them)")
-        frames.append(d.assign(source_file=str(f.relative_to(run_dir))))
+        frames.append(d)
     if not frames:
         return None
     df = pd.concat(frames, ignore_index=True)
+    df["model"] = df["model"].astype(str).str.removeprefix("local/")   # evaluate_model's prefix for unnamed models
     keys = [c for c in ["model", "task", "split", "subset", "dim"] if c in df]
     return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
 
@@ -302,15 +307,13 @@ def results_markdown(run_dir: Path, info: dict) -> str:
     """The generated part of the results chapter: our scores, then ours beside the paper's."""
     from kalm_lib.evaluation import compare_with_paper, load_paper_results, main_scores, summary_table
 
-    df = collect_results(run_dir)
+    final = run_dir / "eval" / FINAL_EVAL
+    df = collect_results(final)
     if df is None or df.empty:
-        raise BookError(f"no evaluation results under {run_dir / 'eval'} (results.csv files written by "
-                        f"kalm_lib.evaluation.evaluate_model): the results chapter has nothing to show; run "
+        raise BookError(f"no evaluation results under {final} (the results.csv files that notebook 05_evaluate "
+                        f"writes): the results chapter has nothing to show; run "
                         f"`make reproduce PROFILE={info['profile']}` to completion")
-    if "main_split" in df:
-        df["main_split"] = df["main_split"].astype(str).str.lower().isin(["true", "1"])
-    if "comparable" in df:
-        df["comparable"] = df["comparable"].astype(str).str.lower().isin(["true", "1"])
+    df = _as_bools(df)
     models = list(dict.fromkeys(df["model"]))
     out = [f"## Our scores ({len(models)} model{'s' if len(models) != 1 else ''}, "
            f"{df['task'].nunique()} tasks)\n",
@@ -356,7 +359,43 @@ def results_markdown(run_dir: Path, info: dict) -> str:
         wide["comparable"] = comp.reindex(wide.index).tolist()
     wide.index = wide.index.set_names(["language", "type", "task"][-len(idx):])
     out.append(md_table(wide))
+    out += _released_markdown(run_dir / "eval" / RELEASED_EVAL)
     return "\n".join(out)
+
+
+def _as_bools(df):
+    for col in ("main_split", "comparable"):
+        if col in df:
+            df[col] = df[col].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def _released_markdown(eval_dir: Path) -> list[str]:
+    """A released checkpoint evaluated on the paper's own benchmarks (notebook 05 with the Hub), beside the
+    paper's MTK / MTY; nothing when that evaluation was not run."""
+    from kalm_lib.evaluation import load_paper_results, summary_table
+
+    df = collect_results(eval_dir)
+    if df is None or df.empty:
+        return []
+    summ = summary_table(_as_bools(df))
+    paper = load_paper_results(level="summary")
+    paper = paper[paper["model"].isin(["KaLM-Embedding-V2", "KaLM-Embedding-V2.5"])]
+    bench = {"en": "MTEB(eng, v1)", "zh": "MTEB(cmn, v1)"}
+    rows = []
+    for _, r in summ.iterrows():
+        row = {"model": r["model"], "benchmark": bench.get(r.get("language"), r.get("language")),
+               "tasks": r["n_tasks"], "MTK": r["MTK"], "MTY": r["MTY"]}
+        for pm in ("KaLM-Embedding-V2", "KaLM-Embedding-V2.5"):
+            for key in ("MTK", "MTY"):
+                hit = paper[(paper["model"] == pm) & (paper["benchmark"] == row["benchmark"]) & (paper["key"] == key)]
+                row[f"paper {pm.removeprefix('KaLM-Embedding-')} {key}"] = float(hit["score"].iloc[0]) if len(hit) else None
+        rows.append(row)
+    import pandas as pd
+
+    return ["\n## A released checkpoint on the paper's benchmarks\n",
+            "Evaluated by notebook 05 through the Hugging Face Hub on the full MTEB(eng, v1) and MTEB(cmn, v1) "
+            "task lists, beside the published averages (PAPER.md §5.2).\n", md_table(pd.DataFrame(rows), index=False)]
 
 
 # ---------------------------------------------------------------------------- MathJax
