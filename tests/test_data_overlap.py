@@ -9,6 +9,8 @@ from kalm_lib.data import CATALOG, LoadReport, decontaminate, load_with_report
 
 
 def _norm(t):
+    if t.isascii():  # NFKC is the identity on ASCII, casefold equals lower
+        return " ".join(t.lower().split())
     return " ".join(unicodedata.normalize("NFKC", t).casefold().split())
 
 
@@ -49,9 +51,9 @@ def test_no_training_text_is_an_evaluation_test_text(data_dir):
             continue
         recs, rep = load_with_report(entry, data_dir=data_dir, skip_invalid=True)
         assert recs, entry.name
-        for r in recs:
-            for t in (r["query"], *r["pos"], *r["neg"]):
-                assert _norm(t) not in forbidden, (entry.name, t[:80])
+        texts = {t for r in recs for t in (r["query"], *r["pos"], *r["neg"])}
+        leaked = [t for t in texts if _norm(t) in forbidden]
+        assert not leaked, (entry.name, leaked[:3])
         total_removed += sum(rep.dropped.values()) + sum(rep.removed_texts.values())
     assert total_removed > 0  # the mirror has real overlaps (STS-B train vs STS12-16 test, SciFact docs, ...)
 

@@ -8,7 +8,7 @@ and/or a Hugging Face Hub source (the gpu/paper profiles stream the paper's publ
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -43,7 +43,6 @@ class CatalogEntry:
     min_score: float | None = None
     mining_corpus: str | None = None
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def labeled(self) -> bool:

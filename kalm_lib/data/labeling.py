@@ -38,6 +38,7 @@ def example_based_labeling(records: list[dict], num_pos: int = 4, num_neg: int =
             by_class[r["label"]].append(r["query"])
         labels_of[r["query"]].add(r["label"])
     classes = sorted(by_class)
+    others_of = {c: [k for k in classes if k != c] for c in classes}
     out = []
     for r in (records if indices is None else (records[int(i)] for i in indices)):
         x, c = r["query"], r["label"]
@@ -49,21 +50,18 @@ def example_based_labeling(records: list[dict], num_pos: int = 4, num_neg: int =
         # draw from the class without x: positions 0..n-2, shifted past x's own position
         pick = rng.sample(range(len(pool) - 1), min(num_pos, len(pool) - 1))
         pos = [pool[i + (i >= me)] for i in pick]
-        others = [k for k in classes if k != c]
+        others = others_of[c]
         neg: list[str] = []
         seen: set[str] = set()
-        # round-robin over shuffled classes: one example per class per round, so negatives span classes
-        for _ in range(num_neg * 4):
-            if len(neg) >= num_neg or not others:
-                break
-            for k in rng.sample(others, len(others)):
+        # rounds over distinct random classes: one example per class per round, so negatives span classes
+        attempts = 0
+        while others and len(neg) < num_neg and attempts < 4 * num_neg:
+            for k in rng.sample(others, min(len(others), num_neg - len(neg))):
+                attempts += 1
                 cpool = by_class[k]
                 t = cpool[rng.randrange(len(cpool))]
-                if t in seen or c in labels_of[t]:
-                    continue
-                seen.add(t)
-                neg.append(t)
-                if len(neg) >= num_neg:
-                    break
+                if t not in seen and c not in labels_of[t]:
+                    seen.add(t)
+                    neg.append(t)
         out.append({"query": x, "pos": pos, "neg": neg, "label": c})
     return out

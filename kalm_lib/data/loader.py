@@ -8,13 +8,14 @@ whatever reason, is counted in the :class:`LoadReport`, which is logged.
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .catalog import CatalogEntry, get_entry, resolve_data_dir
+from .catalog import CatalogEntry, HubSource, get_entry, resolve_data_dir
 from .errors import LoadReport, RecordError, log
 from .formats import normalise
 from .hub import iter_hub_rows, map_hub_row
@@ -37,36 +38,9 @@ def _local_rows(path: Path, report: LoadReport, skip_invalid: bool) -> Iterator[
         yield str(path), line, obj
 
 
-def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", data_dir: str | os.PathLike | None = None,
-                     max_rows: int | None = None, skip_invalid: bool = False, seed: int = 0,
-                     decontaminate: bool = True, path: str | os.PathLike | None = None, source: str = "auto",
-                     num_pos: int = 4, num_neg: int = 16) -> tuple[list[dict], LoadReport]:
-    """Records ``{"query", "pos", "neg", ...}`` of one dataset and the report of what was left out.
-
-    ``path`` reads another file in the train layout for this dataset (a mined or teacher-scored file).
-    ``source``: "auto" (local file if the catalog has one, else the Hub), "local" or "hub".
-    ``num_pos``/``num_neg``: candidates kept per example by example-based labeling (cls format)."""
-    entry = get_entry(name_or_entry)
-    report = LoadReport(entry.name)
-    fmt = "train" if path is not None else entry.format
-    use_hub = path is None and (source == "hub" or (source == "auto" and entry.path is None))
-    if use_hub:
-        if entry.hub is None:
-            raise ValueError(f"{entry.name}: no Hub source in the catalog")
-        rows = iter_hub_rows(entry.hub if split == entry.hub.split else type(entry.hub)(entry.hub.repo, entry.hub.data_dir, split), seed=seed)
-        fmt = "hub"
-    else:
-        if split != "train":
-            raise ValueError(f"{entry.name}: the catalog holds training data only (split='train'); evaluation "
-                             f"splits are read by the evaluation code and never trained on")
-        file = Path(path) if path is not None else entry.local_path(data_dir)
-        if file is None:
-            raise ValueError(f"{entry.name}: no local file in the catalog (source='hub' streams it)")
-        rows = _local_rows(file, report, skip_invalid)
-    forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
-    if not decontaminate:
-        log.warning("%s: decontamination against evaluation test texts is OFF", entry.name)
-
+def _convert(rows, entry: CatalogEntry, fmt: str, report: LoadReport, skip_invalid: bool,
+             forbidden: frozenset, max_rows: int | None = None) -> list[dict]:
+    """Validate and normalise rows; with ``max_rows`` (a stream) stop once that many records are kept."""
     records: list[dict] = []
     for src, line, raw in rows:
         report.read += 1
@@ -83,24 +57,92 @@ def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", da
         if isinstance(rec, str):
             report.dropped[rec] += 1
             continue
-        if forbidden:
+        if max_rows is not None and forbidden:  # a stream is cut at max_rows: decontaminate as it flows
             kept = _decontaminate([rec], forbidden, report)
             if not kept:
                 continue
             rec = kept[0]
         records.append(rec)
-        if use_hub and max_rows is not None and len(records) >= max_rows:
-            break  # a streamed source is already shuffled: take the first max_rows
+        if max_rows is not None and len(records) >= max_rows:
+            break
+    if max_rows is None and forbidden:
+        records = _decontaminate(records, forbidden, report)
+    return records
+
+
+_CACHE: dict[tuple, tuple[list[dict], LoadReport]] = {}
+_CACHE_SIZE = 48
+
+
+def _read_local_cached(entry: CatalogEntry, file: Path, fmt: str, skip_invalid: bool, data_dir,
+                       decontaminate: bool) -> tuple[list[dict], LoadReport]:
+    """Parsed, validated, normalised, decontaminated records of a local file, cached in-process by the
+    file's identity (path, size, mtime): notebooks and tests read the same files many times."""
+    st = file.stat() if file.is_file() else None
+    key = (entry.name, entry.format, entry.min_score, str(file.resolve()), st and (st.st_size, st.st_mtime_ns), fmt, skip_invalid, decontaminate,
+           str(resolve_data_dir(data_dir).resolve()) if decontaminate else None)
+    if key not in _CACHE:
+        report = LoadReport(entry.name)
+        forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
+        records = _convert(_local_rows(file, report, skip_invalid), entry, fmt, report, skip_invalid, forbidden)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = (records, report)
+    records, report = _CACHE[key]
+    return list(records), copy.deepcopy(report)  # records are copied by the caller once subset (_own)
+
+
+def _own(records: list[dict]) -> list[dict]:
+    """Private copies of (cached) records, so callers may edit what they get."""
+    return [{k: (list(v) if isinstance(v, list) else v) for k, v in r.items()} for r in records]
+
+
+def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", data_dir: str | os.PathLike | None = None,
+                     max_rows: int | None = None, skip_invalid: bool = False, seed: int = 0,
+                     decontaminate: bool = True, path: str | os.PathLike | None = None, source: str = "auto",
+                     num_pos: int = 4, num_neg: int = 16) -> tuple[list[dict], LoadReport]:
+    """Records ``{"query", "pos", "neg", ...}`` of one dataset and the report of what was left out.
+
+    ``path`` reads another file in the train layout for this dataset (a mined or teacher-scored file).
+    ``source``: "auto" (local file if the catalog has one, else the Hub), "local" or "hub".
+    ``max_rows``: a deterministic random subset (``seed``) of a local file; the first rows of a shuffled
+    Hub stream. ``num_pos``/``num_neg``: candidates kept per example by example-based labeling (cls)."""
+    entry = get_entry(name_or_entry)
+    fmt = "train" if path is not None else entry.format
+    use_hub = path is None and (source == "hub" or (source == "auto" and entry.path is None))
+    if not decontaminate:
+        log.warning("%s: decontamination against evaluation test texts is OFF", entry.name)
+    if use_hub:
+        if entry.hub is None:
+            raise ValueError(f"{entry.name}: no Hub source in the catalog")
+        hub = entry.hub if split == entry.hub.split else HubSource(entry.hub.repo, entry.hub.data_dir, split)
+        report = LoadReport(entry.name)
+        forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
+        records = _convert(iter_hub_rows(hub, seed=seed), entry, "hub", report, skip_invalid, forbidden,
+                           max_rows=max_rows)
+        report.kept = len(records)
+        return records, report
+    if split != "train":
+        raise ValueError(f"{entry.name}: the catalog holds training data only (split='train'); evaluation "
+                         f"splits are read by the evaluation code and never trained on")
+    file = Path(path) if path is not None else entry.local_path(data_dir)
+    if file is None:
+        raise ValueError(f"{entry.name}: no local file in the catalog (source='hub' streams it)")
+    if not file.is_file():
+        raise FileNotFoundError(f"{entry.name}: {file} does not exist (is KALM_DATA_DIR right?)")
+    records, report = _read_local_cached(entry, file, fmt, skip_invalid, data_dir, decontaminate)
 
     keep = None
-    if not use_hub and max_rows is not None and len(records) > max_rows:
+    if max_rows is not None and len(records) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(records), size=max_rows, replace=False))
         report.subsampled += len(records) - max_rows
     if fmt == "cls":  # label the kept examples, drawing p⁺/p⁻ from the whole dataset
         records = example_based_labeling(records, num_pos=num_pos, num_neg=num_neg, seed=seed, report=report,
                                          indices=keep)
     elif keep is not None:
-        records = [records[i] for i in keep]
+        records = _own([records[i] for i in keep])
+    else:
+        records = _own(records)
     report.kept = len(records)
     return records, report
 

@@ -22,6 +22,8 @@ LIST_FIELDS = ("positive", "negative")
 
 
 def normalize_text(text: str) -> str:
+    if text.isascii():  # NFKC is the identity on ASCII and casefold is lower(): skip the slow path
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
