@@ -60,3 +60,11 @@ def test_labeling_on_real_classification_sets(data_dir):
         assert all(len(r["neg"]) == 16 for r in recs), name
         if name == "en-banking77-train":
             assert len(Counter(r["label"] for r in recs)) > 50  # the subset spans the classes
+
+
+def test_labeling_example_table(data_dir):
+    from kalm_lib.data import labeling_example
+
+    t = labeling_example("zh-tnews-train", data_dir=data_dir, max_rows=50, seed=0)
+    assert list(t["role"][:2]) == ["query q", "positive p⁺"] and len(t) == 2 + 5
+    assert t["class"][1] == t["class"][0] and not (t["class"][2:] == t["class"][0]).any()

@@ -16,6 +16,7 @@ One idea per file:
   stats.py, figures.py       tables and seaborn figures for notebooks/01_data.ipynb
 """
 from .catalog import CATALOG, STAGES, CatalogEntry, HubSource, get_entry, load_catalog, names_for_stage, resolve_data_dir
+from .encoders import as_encode_fn, embedder_name, load_sentence_transformer
 from .errors import LoadReport, RecordError
 from .instructions import apply_instruction, format_query, get_instruction, instruction_table
 from .jsonl import iter_jsonl, write_jsonl
@@ -27,14 +28,17 @@ from .sampler import TaskBatchSampler
 from .search import exact_topk
 from .teacher import TeacherScorer, data_hash, score_datasets, score_with_teacher
 from .training_set import KaLMTrainingDataset, build_training_set, stage_records
+from .stats import dataset_table, instruction_examples, labeling_example, load_qwen2_tokenizer, token_lengths
 from .validation import SCHEMAS, validate_record
 
 __all__ = [
     "CATALOG", "STAGES", "CatalogEntry", "HubSource", "get_entry", "load_catalog", "names_for_stage",
-    "resolve_data_dir", "LoadReport", "RecordError", "apply_instruction", "format_query", "get_instruction",
+    "resolve_data_dir", "as_encode_fn", "embedder_name", "load_sentence_transformer", "LoadReport", "RecordError", "apply_instruction", "format_query", "get_instruction",
     "instruction_table", "iter_jsonl", "write_jsonl", "example_based_labeling", "load_corpus", "load_records",
     "load_with_report", "to_hf_dataset", "MiningReport", "mine_dataset", "mine_hard_negatives", "scaled_ranges",
     "decontaminate", "eval_test_texts", "evaluated_files", "normalize_text", "TaskBatchSampler", "exact_topk",
     "TeacherScorer", "data_hash", "score_datasets", "score_with_teacher", "KaLMTrainingDataset",
-    "build_training_set", "stage_records", "SCHEMAS", "validate_record",
+    "build_training_set", "stage_records", "SCHEMAS", "validate_record", "dataset_table", "instruction_examples",
+    "labeling_example", "load_qwen2_tokenizer", "token_lengths",
 ]
+# figures.py (seaborn) is imported by the notebook itself: ``from kalm_lib.data import figures``
