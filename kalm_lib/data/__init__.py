@@ -21,7 +21,7 @@ from .errors import LoadReport, RecordError
 from .instructions import apply_instruction, format_query, get_instruction, instruction_table
 from .jsonl import iter_jsonl, write_jsonl
 from .labeling import example_based_labeling
-from .loader import load_corpus, load_records, load_with_report, to_hf_dataset
+from .loader import load_corpus, load_hf_dataset, load_records, load_with_report, to_hf_dataset
 from .mining import MiningReport, mine_dataset, mine_hard_negatives, scaled_ranges
 from .overlap import decontaminate, eval_test_texts, evaluated_files, normalize_text
 from .sampler import TaskBatchSampler
@@ -34,7 +34,7 @@ from .validation import SCHEMAS, validate_record
 __all__ = [
     "CATALOG", "STAGES", "CatalogEntry", "HubSource", "get_entry", "load_catalog", "names_for_stage",
     "resolve_data_dir", "as_encode_fn", "embedder_name", "load_sentence_transformer", "LoadReport", "RecordError", "apply_instruction", "format_query", "get_instruction",
-    "instruction_table", "iter_jsonl", "write_jsonl", "example_based_labeling", "load_corpus", "load_records",
+    "instruction_table", "iter_jsonl", "write_jsonl", "example_based_labeling", "load_corpus", "load_hf_dataset", "load_records",
     "load_with_report", "to_hf_dataset", "MiningReport", "mine_dataset", "mine_hard_negatives", "scaled_ranges",
     "decontaminate", "eval_test_texts", "evaluated_files", "normalize_text", "TaskBatchSampler", "exact_topk",
     "TeacherScorer", "data_hash", "score_datasets", "score_with_teacher", "KaLMTrainingDataset",

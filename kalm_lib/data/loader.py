@@ -116,6 +116,8 @@ def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", da
         if entry.hub is None:
             raise ValueError(f"{entry.name}: no Hub source in the catalog")
         hub = entry.hub if split == entry.hub.split else HubSource(entry.hub.repo, entry.hub.data_dir, split)
+        if max_rows is None:
+            log.warning("%s: streaming the whole Hub dataset into memory (no max_rows)", entry.name)
         report = LoadReport(entry.name)
         forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
         records = _convert(iter_hub_rows(hub, seed=seed), entry, "hub", report, skip_invalid, forbidden,
@@ -161,6 +163,11 @@ def to_hf_dataset(records: list[dict]):
     import datasets
 
     return datasets.Dataset.from_list(records)
+
+
+def load_hf_dataset(name_or_entry: str | CatalogEntry, **kw):
+    """:func:`load_records` as a ``datasets.Dataset`` (validated, decontaminated, labeled)."""
+    return to_hf_dataset(load_records(name_or_entry, **kw))
 
 
 def load_corpus(name_or_entry: str | CatalogEntry, data_dir: str | os.PathLike | None = None,
