@@ -41,7 +41,7 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline)
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
-reproduce: $(STAMP)  ## run every notebook for PROFILE headlessly, then build the book
+reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly, then build the book
 	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD)
 
 book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` output (no execution)
@@ -59,7 +59,7 @@ book-deps:  ## install what the book needs: MathJax 3 (npm) and Chromium (apt)
 	       else echo "book-deps: no Chromium; install it (sudo apt-get install chromium) for the page check"; fi; }
 
 bench: $(STAMP)  ## performance benchmarks (ratios against sentence-transformers)
-	$(TEST_ENV) $(PY) -m kalm_lib bench
+	$(TEST_ENV) $(PY) benchmarks/run_all.py
 
 clean:  ## remove generated files (keeps .venv)
 	rm -rf build runs results .pytest_cache
