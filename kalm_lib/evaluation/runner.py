@@ -39,6 +39,8 @@ def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
     """
     if isinstance(tasks, str):
         if tasks in BENCHMARKS:
+            if max_rows is not None:
+                raise ValueError(f"max_rows applies to local tasks only; {tasks} is a benchmark of MTEB Hub tasks")
             return benchmark_tasks(tasks)
         tasks = [tasks]
     caps: Mapping[str, int | None] = tasks if isinstance(tasks, Mapping) else {}
