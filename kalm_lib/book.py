@@ -51,6 +51,9 @@ MATHJAX_PARTS = ["tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/wof
 CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"]
 SCREEN_WIDTH = 1280           # CSS px: the book's desktop layout (left navigation, text column, right TOC)
 MAX_SHOT_HEIGHT = 30000       # CSS px; longer pages are cut (and the report says so)
+# A figure drawn at matplotlib's 100 dpi with 10–12 pt text has 14–17 px letters; shown below 60 % of its
+# width they shrink under about 9 px, which a reader cannot read without zooming.
+MIN_FIGURE_SCALE = 0.6
 PLACEHOLDER_RE = re.compile(r"\b(TODO|TBD|FIXME|XXX|lorem ipsum|placeholder)\b", re.IGNORECASE)
 
 
@@ -111,8 +114,11 @@ def build_book(build_dir: str | os.PathLike, *, check: bool | None = None, quiet
     report = check_book(index.parent, dst / "screenshots", chrome=chrome)
     print(report.summary(), flush=True)
     if report.problems:
-        raise BookError(f"the browser check found {len(report.problems)} problem(s):\n  "
-                        + "\n  ".join(report.problems))
+        raise BookError(f"the browser check found {len(report.problems)} problem(s) (listed above); the "
+                        f"screenshots are in {dst / 'screenshots'}")
+    if report.warnings:
+        print(f"[book] {len(report.warnings)} legibility warning(s) (listed above): the book is built, but these "
+              f"figures or tables are hard to read in {dst / 'screenshots'}", flush=True)
     return index
 
 
@@ -192,7 +198,13 @@ def prepare_notebook(src: Path, dst: Path, note_md: str) -> None:
                   if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")), None)
     if title is None:
         raise BookError(f"{src}: no markdown cell starts with a '# ' title, which the chapter needs as its name")
-    nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(note_md, metadata={"tags": ["kalm-run-note"]}))
+    # The note goes right under the title line: split a title cell that carries more text.
+    head, _, rest = nb.cells[title].source.lstrip().partition("\n")
+    new = [nbformat.v4.new_markdown_cell(note_md, metadata={"tags": ["kalm-run-note"]})]
+    if rest.strip():
+        nb.cells[title].source = head
+        new.append(nbformat.v4.new_markdown_cell(rest.strip("\n"), metadata=dict(nb.cells[title].metadata)))
+    nb.cells[title + 1:title + 1] = new
     dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dst)
 
@@ -260,8 +272,9 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v).replace("|", "\\|").replace("*", "\\*")
 
 
-def md_table(df, index: bool = True, digits: int = 2) -> str:
-    """A pipe table (MyST) from a DataFrame; numbers right-aligned with ``digits`` decimals, NaN as –."""
+def md_table(df, index: bool = True, digits: int = 2, cls: str | None = None) -> str:
+    """A pipe table (MyST) from a DataFrame; numbers right-aligned with ``digits`` decimals, NaN as –.
+    ``cls`` wraps it in a container with that CSS class (the results chapter's compact tables)."""
     import pandas as pd
 
     d = df.reset_index() if index else df
@@ -271,7 +284,8 @@ def md_table(df, index: bool = True, digits: int = 2) -> str:
              "|" + "|".join("---:" if n else ":---" for n in num) + "|"]
     for row in d.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v.item() if hasattr(v, "item") else v, digits) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    return f":::{{container}} {cls}\n{table}:::\n" if cls else table
 
 
 FINAL_EVAL = "final"      # notebook 05 writes run/eval/final/<model>/results.csv (run/eval/<label>/ are quick scores)
@@ -303,9 +317,18 @@ def collect_results(eval_dir: Path):
     return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
 
 
+TYPE_SHORT = {"Classification": "Class.", "Clustering": "Clust.", "PairClassification": "Pair cls.",
+              "Reranking": "Rerank.", "Retrieval": "Retr.", "STS": "STS", "Summarization": "Summ.",
+              "MultilabelClassification": "Multilabel", "BitextMining": "Bitext"}
+PAPER_MODELS = {"KaLM-Embedding-V2": "paper: V2", "KaLM-Embedding-V2.5": "paper: V2.5"}
+LANGUAGES = {"en": ("MTEB(eng, v1)", "English"), "zh": ("MTEB(cmn, v1)", "Chinese")}
+
+
 def results_markdown(run_dir: Path, info: dict) -> str:
-    """The generated part of the results chapter: our scores, then ours beside the paper's."""
-    from kalm_lib.evaluation import compare_with_paper, load_paper_results, main_scores, summary_table
+    """The generated part of the results chapter: our averages, then per task type and per task beside the
+    paper's. Tables are kept narrow (models as rows, task types as columns; one task table per language)
+    so that they fit the book's text column."""
+    from kalm_lib.evaluation import summary_table
 
     final = run_dir / "eval" / FINAL_EVAL
     df = collect_results(final)
@@ -314,53 +337,69 @@ def results_markdown(run_dir: Path, info: dict) -> str:
                         f"writes): the results chapter has nothing to show; run "
                         f"`make reproduce PROFILE={info['profile']}` to completion")
     df = _as_bools(df)
+    if "language" not in df:
+        df["language"] = "en"
     models = list(dict.fromkeys(df["model"]))
-    out = [f"## Our scores ({len(models)} model{'s' if len(models) != 1 else ''}, "
+    out = [f"## Our averages ({len(models)} model{'s' if len(models) != 1 else ''}, "
            f"{df['task'].nunique()} tasks)\n",
-           "MTK is the mean over tasks, MTY the mean over task types of the mean within each type, "
-           "both × 100 (the paper's scale). *Comparable* is *yes* only when every task behind the average is a "
-           "complete, uncapped copy of the MTEB task.\n"]
+           "MTK is the mean over tasks, MTY the mean over task types of the mean within each type, both × 100 "
+           "(the paper's scale). *Comparable* is *yes* only when every task behind the average is a complete, "
+           "uncapped copy of the MTEB task.\n"]
     summ = summary_table(df)
+    summ["language"] = summ["language"].map(lambda x: LANGUAGES.get(x, (x, x))[1])
     summ = summ.rename(columns={"n_tasks": "tasks", "n_types": "types", "comparable_to_MTEB": "comparable"})
-    out.append(md_table(summ, index=False))
+    out.append(md_table(summ, index=False, cls="kalm-results"))
+    for lang in dict.fromkeys(df["language"]):
+        if lang in LANGUAGES:
+            out += _language_markdown(df[df["language"] == lang], lang, models)
+    out += _released_markdown(run_dir / "eval" / RELEASED_EVAL)
+    return "\n".join(out)
 
-    for bench, lang in (("MTEB(eng, v1)", "en"), ("MTEB(cmn, v1)", "zh")):
-        if "language" in df and not (df["language"] == lang).any():
-            continue
-        t = compare_with_paper(df, bench)
-        t.index.name = "task type"
-        ours = [c for c in t.columns if c.startswith("ours: ")]
-        t = t.dropna(subset=ours, how="all") if ours else t
-        out.append(f"\n## {bench}: by task type, beside the paper\n")
-        out.append(f"Our columns average our {'English' if lang == 'en' else 'Chinese'} tasks of each type "
-                   f"(*our n_tasks* of them); the paper's average all the tasks of that type in {bench}. "
-                   "Source of the paper's columns: the authors' uploaded MTEB results (PAPER.md §5.2).\n")
-        out.append(md_table(t))
+
+def _language_markdown(df, lang: str, models: list[str]) -> list[str]:
+    """Per task type (models as rows, the paper's two models below ours) and per task, for one language."""
+    import pandas as pd
+
+    from kalm_lib.evaluation import compare_with_paper, load_paper_results, main_scores
+
+    bench, name = LANGUAGES[lang]
+    t = compare_with_paper(df, bench)
+    ours = [c for c in t.columns if c.startswith("ours: ")]
+    t = t.dropna(subset=ours, how="all")                  # only the task types we evaluated
+    n = t["our n_tasks"]
+    cols = {k: f"{TYPE_SHORT.get(k, k)} ({int(n[k])})" if pd.notna(n.get(k)) else k for k in t.index}
+    by_type = t.drop(columns=["our n_tasks"]).T.rename(columns=cols)
+    by_type.index = [i.removeprefix("ours: ") if i.startswith("ours: ") else
+                     PAPER_MODELS.get(i.removeprefix("paper: "), i) for i in by_type.index]
+    by_type.index.name = "model"
+    out = [f"\n## {name} tasks beside {bench}\n",
+           f"**By task type.** Mean main score (× 100) per task type; the number in brackets is how many of our "
+           f"{name} tasks each of our averages covers. The paper's rows average every task of that type in "
+           f"{bench}, computed from the authors' uploaded results (PAPER.md §5.2): KaLM-Embedding-V2 "
+           f"(after stage 2) and V2.5 (after stage 3).\n", md_table(by_type, cls="kalm-results")]
 
     s = main_scores(df)
-    paper = load_paper_results(level="task")
-    out.append("\n## Every task\n")
-    out.append("Our main score per task (× 100) for each model, with the paper's score for the same MTEB task "
-               "where it exists (KaLM-Embedding-V2 / V2.5, from the authors' uploaded results). A task whose copy "
-               "is incomplete or capped is marked *no* under *comparable*.\n")
     if "mteb_task" in df:
         s = s.merge(df.drop_duplicates("task")[["task", "mteb_task"]], on="task", how="left")
     else:
         s["mteb_task"] = s["task"]
-    idx = [c for c in ["language", "task_type", "task"] if c in s]
-    wide = s.pivot_table(index=idx, columns="model", values="score", sort=False)
+    wide = s.pivot_table(index=["task_type", "task"], columns="model", values="score", sort=False)
     wide = wide[[m for m in models if m in wide.columns]]
-    comp = s.groupby(idx, sort=False)["comparable"].all() if "comparable" in s else None
-    mteb_name = s.groupby(idx, sort=False)["mteb_task"].first()
-    for pm in ("KaLM-Embedding-V2", "KaLM-Embedding-V2.5"):
+    comp = s.groupby(["task_type", "task"], sort=False)["comparable"].all() if "comparable" in s else None
+    mteb = s.groupby(["task_type", "task"], sort=False)["mteb_task"].first().reindex(wide.index)
+    paper = load_paper_results(level="task", benchmark=bench)
+    for pm, short in PAPER_MODELS.items():
         ps = paper[paper["model"] == pm].set_index("key")["score"]
-        wide[f"paper: {pm}"] = [ps.get(n, float("nan")) for n in mteb_name.reindex(wide.index)]
-    if comp is not None:
-        wide["comparable"] = comp.reindex(wide.index).tolist()
-    wide.index = wide.index.set_names(["language", "type", "task"][-len(idx):])
-    out.append(md_table(wide))
-    out += _released_markdown(run_dir / "eval" / RELEASED_EVAL)
-    return "\n".join(out)
+        wide[short] = [ps.get(k, float("nan")) for k in mteb]
+    wide = wide.sort_index(level=0, sort_remaining=False)
+    types = [TYPE_SHORT.get(tt, tt) for tt, _ in wide.index]
+    wide.index = pd.Index([f"{task}\u00a0†" if comp is not None and not comp.get((tt, task), True) else task
+                           for tt, task in wide.index], name="task")
+    wide.insert(0, "type", types)
+    out += [f"\n**Every {name} task.** Main score (× 100) of each model, and the paper's score for the same MTEB "
+            f"task where the paper has it (– where it does not). † marks a task whose local copy is incomplete or "
+            f"row-capped in this run: its scores are not comparable with MTEB's.\n", md_table(wide, cls="kalm-results")]
+    return out
 
 
 def _as_bools(df):
@@ -395,7 +434,8 @@ def _released_markdown(eval_dir: Path) -> list[str]:
 
     return ["\n## A released checkpoint on the paper's benchmarks\n",
             "Evaluated by notebook 05 through the Hugging Face Hub on the full MTEB(eng, v1) and MTEB(cmn, v1) "
-            "task lists, beside the published averages (PAPER.md §5.2).\n", md_table(pd.DataFrame(rows), index=False)]
+            "task lists, beside the published averages (PAPER.md §5.2).\n",
+            md_table(pd.DataFrame(rows), index=False, cls="kalm-results")]
 
 
 # ---------------------------------------------------------------------------- MathJax
@@ -518,23 +558,26 @@ class PageReport:
     screenshot: str | None = None
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # legibility: figures shrunk, outputs cut off
 
 
 @dataclass
 class BookReport:
     html_dir: Path
     pages: list[PageReport]
-    problems: list[str]
+    problems: list[str]          # broken: links, images, missing figures, math, errors, placeholders
     seconds: float
+    warnings: list[str] = field(default_factory=list)   # hard to read: shrunk figures, outputs cut off
 
     def summary(self) -> str:
         lines = [f"[book] browser check: {len(self.pages)} pages in {self.seconds:.0f}s, "
-                 f"{len(self.problems)} problem(s); screenshots in "
+                 f"{len(self.problems)} problem(s), {len(self.warnings)} legibility warning(s); screenshots in "
                  f"{Path(self.pages[0].screenshot).parent if self.pages and self.pages[0].screenshot else '-'}"]
         for p in self.pages:
             lines.append(f"  {p.page:32s} figures {p.figures:2d}  images {p.images:2d}  math {p.math_rendered:3d}/"
                          f"{p.math:<3d} tables {p.tables:2d}  height {p.height:5d}px  "
-                         f"{'OK' if not p.problems else 'PROBLEMS'}")
+                         f"{'PROBLEMS' if p.problems else 'WARNINGS' if p.warnings else 'OK'}")
+        lines += [f"  problem: {x}" for x in self.problems] + [f"  warning: {x}" for x in self.warnings]
         return "\n".join(lines)
 
 
@@ -566,6 +609,14 @@ _PAGE_PROBE = r"""
     traceback: (main.innerText || '').includes('Traceback (most recent call last)'),
     placeholder: (text.match(/\b(TODO|TBD|FIXME|XXX|lorem ipsum|placeholder)\b/i) || [null])[0],
     tables: main.querySelectorAll('table').length,
+    // Tables and outputs that do not fit the text column and scroll sideways (code may scroll: it is code).
+    cutOff: Array.from(main.querySelectorAll('*')).filter(e => {
+        if (e.closest('.cell_input, pre, .highlight, mjx-container, .math, math')) return false;
+        if (!(e.scrollWidth > e.clientWidth + 4 && e.clientWidth > 0)) return false;
+        return ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowX);
+      }).map(e => ({
+        hidden: e.scrollWidth - e.clientWidth, width: e.scrollWidth,
+        text: (e.innerText || '').trim().split(/\s+/).slice(0, 6).join(' ')})),
     height: Math.ceil(Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)),
   };
 })()
@@ -713,10 +764,11 @@ def check_book(html_dir: str | os.PathLike, shots_dir: str | os.PathLike | None 
             server.shutdown()
             server.server_close()
     problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
+    warnings = [f"{r.page}: {w}" for r in reports for w in r.warnings]
     problems += _link_problems(html_dir, base, probes)
     if not any(r.math_rendered for r in reports):
         problems.append("no page has rendered math (the introduction's equations should be)")
-    return BookReport(html_dir, reports, problems, time.perf_counter() - t0)
+    return BookReport(html_dir, reports, problems, time.perf_counter() - t0, warnings)
 
 
 async def _check_pages(ws: str, base: str, pages: list[str], shots: Path | None):
@@ -783,6 +835,17 @@ async def _check_page(cdp: _CDP, base: str, page: str, shots: Path | None):
             rep.problems.append(f"image not loaded: {i['src']}")
         elif i["output"] and min(i["shown"], i["w"]) < 300:
             rep.problems.append(f"figure {i['src']} is shown {i['shown']} px wide ({i['w']} px image): too small to read")
+        elif i["output"] and i["shown"] < MIN_FIGURE_SCALE * i["w"]:
+            rep.warnings.append(f"figure {_short(i['src'])} is {i['w']} px wide and "
+                                f"shown at {i['shown']} px ({100 * i['shown'] / i['w']:.0f} %): its text shrinks "
+                                f"below legibility; draw it narrower (at most about {i['shown'] / 100:.1f} in at "
+                                f"100 dpi) or as several rows")
+    seen = set()
+    for c in probe.get("cutOff", []):
+        if c["text"] not in seen:
+            seen.add(c["text"])
+            rep.warnings.append(f"a table or output is {c['width']} px wide, {c['hidden']} px of it hidden to the "
+                                f"right (scrolls sideways): starts with {c['text']!r}")
     if page.startswith("notebooks/") and rep.figures == 0:
         rep.problems.append("a notebook chapter with no figure in its outputs")
     if rep.math and not probe.get("mathjax"):
@@ -799,6 +862,10 @@ async def _check_page(cdp: _CDP, base: str, page: str, shots: Path | None):
         rep.problems.append(f"placeholder text: {probe['placeholder']!r}")
     rep.seconds = round(time.perf_counter() - t0, 1)
     return rep, probe
+
+
+def _short(url: str) -> str:
+    return url.rsplit("/", 1)[-1][:16] + "…" if "/_images/" in url else url
 
 
 def _network_problems(events: list[dict], base: str) -> list[str]:

@@ -152,6 +152,12 @@ def test_prepare_notebook_puts_the_note_under_the_title(tmp_path):
     book.prepare_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", "THE NOTE")
     out = nbformat.read(tmp_path / "out" / "a.ipynb", as_version=4)
     assert [c.source for c in out.cells] == ["x = 1", "# Title", "THE NOTE", "text"]
+    # a title cell with more text is split, so the note sits right under the title line
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\nIntro $x$.\n\nMore."), nbformat.v4.new_code_cell("y")]
+    nbformat.write(nb, tmp_path / "c.ipynb")
+    book.prepare_notebook(tmp_path / "c.ipynb", tmp_path / "out" / "c.ipynb", "THE NOTE")
+    out = nbformat.read(tmp_path / "out" / "c.ipynb", as_version=4)
+    assert [c.source for c in out.cells] == ["# Title", "THE NOTE", "Intro $x$.\n\nMore.", "y"]
     nb.cells = [nbformat.v4.new_markdown_cell("no title")]
     nbformat.write(nb, tmp_path / "b.ipynb")
     with pytest.raises(book.BookError, match=r"b\.ipynb: no markdown cell starts with a '# ' title"):
@@ -168,15 +174,21 @@ def test_results_markdown_puts_ours_beside_the_paper(tmp_path):
     build = make_fake_build(tmp_path)
     md = book.results_markdown(build / "run", RUN_INFO)
     # after distillation, English: STSBenchmark 60, SciFact 30 → MTK 45.00; MTY = mean(STS 60, Retrieval 30) 45.00
-    assert "| after distillation | en | 2 | 2 | 45.00 | 45.00 | no |" in md
+    assert "| after distillation | English | 2 | 2 | 45.00 | 45.00 | no |" in md
     # Chinese: only ATEC (uncapped, complete) → comparable
-    assert "| after distillation | zh | 1 | 1 | 25.00 | 25.00 | yes |" in md
-    # the paper's published per-task scores next to ours (PAPER.md §5.2: STSB 85.07 / 88.88, ATEC 49.75 / 52.45)
-    assert "| en | STS | STSBenchmark | 50.00 | 60.00 | 85.07 | 88.88 | no |" in md
-    assert "| zh | STS | ATEC | 20.00 | 25.00 | 49.75 | 52.45 | yes |" in md
-    # by task type beside the paper: V2 STS 82.61 / V2.5 85.27 on MTEB(eng, v1) (PAPER.md §5.2)
-    assert "## MTEB(eng, v1): by task type" in md and "82.61" in md and "85.27" in md
-    assert "## MTEB(cmn, v1): by task type" in md
+    assert "| after distillation | Chinese | 1 | 1 | 25.00 | 25.00 | yes |" in md
+    # the paper's published per-task scores next to ours (PAPER.md §5.2: STSB 85.07 / 88.88, ATEC 49.75 / 52.45);
+    # † marks the capped copies
+    assert "| STSBenchmark\u00a0† | STS | 50.00 | 60.00 | 85.07 | 88.88 |" in md
+    assert "| SciFact\u00a0† | Retr. | 10.00 | 30.00 | 71.98 | 74.38 |" in md
+    assert "| ATEC | STS | 20.00 | 25.00 | 49.75 | 52.45 |" in md
+    # by task type, models as rows: the paper's V2 / V2.5 rows (STS 82.61 / 85.27, MTK 67.47 / 69.33 on eng)
+    eng = md[md.index("## English tasks"):md.index("## Chinese tasks")]
+    assert "STS (1)" in eng and "Retr. (1)" in eng
+    v2 = next(line for line in eng.splitlines() if line.startswith("| paper: V2 |"))
+    assert "82.61" in v2 and "67.47" in v2 and "64.15" in v2
+    assert "85.27" in next(line for line in eng.splitlines() if line.startswith("| paper: V2.5 |"))
+    assert "## Chinese tasks beside MTEB(cmn, v1)" in md and "released" not in md
 
 
 def test_results_markdown_without_results_is_an_error(tmp_path):
@@ -238,7 +250,7 @@ def test_browser_check_passes_and_catches_a_broken_page(built_book, tmp_path):
     html = index.parent
     report = book.check_book(html, build / "book" / "screenshots", chrome=chrome)
     print(report.summary())
-    assert report.problems == []
+    assert report.problems == [] and report.warnings == []
     pages = book.book_pages(html)
     assert {"intro.html", "results.html", "references.html"} <= set(pages)
     assert all(Path(p.screenshot).stat().st_size > 10_000 for p in report.pages)
@@ -254,13 +266,17 @@ def test_browser_check_passes_and_catches_a_broken_page(built_book, tmp_path):
     img.unlink()
     text = text.replace("<p><strong>Reading the figure.</strong>",
                         "<p>$$ raw $$</p><div class=\"cell_output\"><pre class=\"traceback\">Traceback "
-                        "(most recent call last):</pre></div><p><strong>Reading the figure.</strong>")
+                        "(most recent call last):</pre></div><div class=\"cell_output\"><table><tr>"
+                        + "".join(f"<td>column{i}_is_wide</td>" for i in range(40))
+                        + "</tr></table></div><p><strong>Reading the figure.</strong>")
     page.write_text(text)
     bad = book.check_book(broken, None, chrome=chrome, pages=["notebooks/02_pretrain.html"])
     joined = "\n".join(bad.problems)
     assert "image not loaded" in joined and "HTTP 404" in joined
     assert "raw TeX delimiters in the text: ['$$']" in joined
     assert "error output or a traceback" in joined
+    assert len(bad.warnings) == 1 and "px of it hidden to the right" in bad.warnings[0]
+    assert "column0_is_wide" in bad.warnings[0]
 
 
 def test_make_book_target_builds_with_deps():

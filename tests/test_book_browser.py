@@ -8,7 +8,7 @@ fail) are tested on a fake run in tests/test_book.py.
 Per page (kalm_lib.book.check_book): no broken internal link or anchor, no missing image, script or style, no
 request leaving the book, no JavaScript error; every notebook chapter shows at least one figure; every math
 element is rendered by MathJax (no raw ``$$`` or ``\\(``, no TeX error); no error output or traceback; no
-placeholder text. A full-page screenshot of every page goes to ``build/<profile>/book/screenshots/``.
+placeholder text. Legibility: no figure shown below 60 % of its width, no output cut off. A full-page screenshot of every page goes to ``build/<profile>/book/screenshots/``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def test_every_page_of_the_built_book_reads_right():
     report = book.check_book(html, shots, chrome=chrome)
     print(report.summary())
     assert report.problems == [], "\n".join(report.problems)
+    # Legibility: a figure shrunk below 60 % of its width, or a table cut off at the column's edge, is not
+    # readable in the book (nor in the screenshots) although nothing is broken.
+    assert report.warnings == [], "\n".join(report.warnings)
     pages = {p.page for p in report.pages}
     chapters = [f"{c}.html" for c in book.notebook_chapters(ROOT / "book" / "_toc.yml")]
     assert set(chapters) <= pages and {"intro.html", "results.html", "references.html"} <= pages
