@@ -143,3 +143,17 @@ def test_results_written_atomically(tmp_path, df):
 def test_main_scores_scale(df):
     m = main_scores(df, scale=1.0).set_index(["model", "task"])
     assert m.loc[("A", "c1"), "score"] == pytest.approx(0.6)
+
+
+def test_figures_have_labelled_axes(df):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from kalm_lib.evaluation.figures import plot_matryoshka, plot_type_scores
+
+    fig = plot_type_scores(df)
+    assert [a.get_ylabel() for a in fig.axes] == ["mean main score (×100)"] * 2
+    curve = pd.DataFrame({"model": "A", "task": ["s1"] * 3, "dim": [16, 32, 64], "main_score": [0.2, 0.3, 0.4]})
+    fig = plot_matryoshka(curve)
+    ax = fig.axes[0]
+    assert "dimension" in ax.get_xlabel() and "score" in ax.get_ylabel()
