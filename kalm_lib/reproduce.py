@@ -45,8 +45,20 @@ def _write_json(path: Path, obj) -> None:
 
 
 def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
-    """The papermill parameters every notebook understands (see each notebook's parameters cell)."""
-    return {"profile": profile, "run_dir": str(run_dir)}
+    """Papermill parameters for one notebook: ``profile`` and ``run_dir`` where its parameters cell has
+    them, ``output_dir`` under the run, then the profile's ``notebooks.<name>`` overrides."""
+    import papermill as pm
+
+    from kalm_lib.config import load_profile
+
+    known = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
+    params = {"profile": profile, "run_dir": str(run_dir), "output_dir": str(run_dir / name)}
+    params.update((load_profile(profile).get("notebooks") or {}).get(name) or {})
+    unknown = sorted(set((load_profile(profile).get("notebooks") or {}).get(name) or {}) - known)
+    if unknown:
+        raise ValueError(f"configs/{profile}/profile.yaml: notebooks.{name} sets {unknown}, "
+                         f"which are not parameters of notebooks/{name}.ipynb ({sorted(known)})")
+    return {k: v for k, v in params.items() if k in known}
 
 
 def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[str] | None = None,
