@@ -47,16 +47,21 @@ reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly, the
 book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` output (no execution)
 	$(PY) -m kalm_lib book --build-dir $(BUILD)
 
-# The book's offline MathJax (npm mathjax@3 under the git-ignored build/_deps) and the headless browser of
-# its page check (Debian `chromium`). Idempotent: does nothing when both are already there.
+# The book's offline MathJax (npm mathjax@3 under the git-ignored build/_deps), the headless browser of its page
+# check (Debian `chromium`) and a font for the Chinese examples in its tables (else the screenshots show boxes).
+# Idempotent: does nothing when all three are there; apt needs root (else it prints the command to run).
 BOOK_DEPS := build/_deps
-book-deps:  ## install what the book needs: MathJax 3 (npm) and Chromium (apt)
+book-deps:  ## install what the book needs: MathJax 3 (npm), Chromium and a CJK font (apt)
 	@test -f $(BOOK_DEPS)/node_modules/mathjax/es5/tex-chtml.js || { \
 	  command -v npm >/dev/null || { echo "book-deps: npm is missing (apt-get install -y npm)"; exit 1; }; \
 	  mkdir -p $(BOOK_DEPS) && npm install --silent --no-audit --no-fund --no-save --prefix $(BOOK_DEPS) mathjax@3; }
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
-	  || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	       else echo "book-deps: no Chromium; install it (sudo apt-get install chromium) for the page check"; fi; }
+	@pkgs=""; \
+	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+	    || pkgs="chromium"; \
+	  fc-list :lang=zh 2>/dev/null | grep -q . || pkgs="$$pkgs fonts-wqy-zenhei"; \
+	  if [ -n "$$pkgs" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null; \
+	    else echo "book-deps: for the page check and screenshots run: sudo apt-get install -y $$pkgs"; fi; fi
 
 bench: $(STAMP)  ## performance benchmarks (ratios against sentence-transformers)
 	$(TEST_ENV) $(PY) benchmarks/run_all.py

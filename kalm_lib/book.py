@@ -609,9 +609,10 @@ _PAGE_PROBE = r"""
     traceback: (main.innerText || '').includes('Traceback (most recent call last)'),
     placeholder: (text.match(/\b(TODO|TBD|FIXME|XXX|lorem ipsum|placeholder)\b/i) || [null])[0],
     tables: main.querySelectorAll('table').length,
-    // Tables and outputs that do not fit the text column and scroll sideways (code may scroll: it is code).
+    // Tables, outputs and prose code blocks that do not fit the text column and scroll sideways (a notebook's
+    // own code cells may: they are code, shown as written).
     cutOff: Array.from(main.querySelectorAll('*')).filter(e => {
-        if (e.closest('.cell_input, pre, .highlight, mjx-container, .math, math')) return false;
+        if (e.closest('.cell_input, mjx-container, .math, math')) return false;
         if (!(e.scrollWidth > e.clientWidth + 4 && e.clientWidth > 0)) return false;
         return ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowX);
       }).map(e => ({
