@@ -145,19 +145,48 @@ class StepRunner:
         return {k: v.to(dev) for k, v in feats.items()}
 
     def _features(self, batch: Batch):
-        """Tokenised sub-batches: [(kind, start, end, features)], and token counts."""
+        """Tokenised sub-batches [(kind, rows, features)] and token counts (real, padded).
+
+        ``rows`` holds the sub-batch's positions in its side's original order (queries; positives then
+        negatives). With GradCache each side is sorted by token length before it is cut into sub-batches,
+        so every sub-batch is padded only to its own longest text (benchmarks/bench_padding.py: at the
+        smoke profile this removes most of the padding that batch-level length grouping leaves, since
+        a query's positive and negatives have unrelated lengths); gradients are unchanged.
+        """
         chunk = self.cfg.optim.gradcache_chunk_size
         parts, real, total = [], 0, 0
-        # Passages = positives then negatives (query-major); one tokenisation per sub-batch.
+        dev = self.kalm.device
+        # Passages = positives then negatives (query-major).
         passages = batch.positives + batch.negatives
         for kind, texts, max_len in (("q", batch.queries, self.cfg.data.query_max_len),
                                      ("p", passages, self.cfg.data.passage_max_len)):
-            for s, e in _chunks(len(texts), chunk):
-                f = self._tokenize(texts[s:e], max_len)
+            if chunk is None or chunk >= len(texts):
+                f = self._tokenize(texts, max_len)  # one padded tensor per side
+                feats = [(torch.arange(len(texts), device=dev), f)]
+            else:
+                # tokenise once, sort by length, pad each sub-batch to its own longest text
+                tok = self.kalm.tokenizer
+                enc = tok(list(texts), truncation=True, max_length=max_len or self.kalm.max_length)
+                order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))  # stable
+                feats = []
+                for s, e in _chunks(len(texts), chunk):
+                    rows = order[s:e]
+                    f = tok.pad({k: [enc[k][i] for i in rows] for k in ("input_ids", "attention_mask")},
+                                padding=True, return_tensors="pt")
+                    feats.append((torch.tensor(rows, device=dev), {k: v.to(dev) for k, v in f.items()}))
+            for rows, f in feats:
                 real += int(f["attention_mask"].sum())
                 total += f["attention_mask"].numel()
-                parts.append((kind, s, e, f))
+                parts.append((kind, rows, f))
         return parts, real, total
+
+    @staticmethod
+    def _in_order(chunks: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate sub-batch embeddings and put the rows back in the side's original order."""
+        e, idx = torch.cat(chunks), torch.cat(rows)
+        if bool((idx[1:] > idx[:-1]).all()):
+            return e  # already in order (no sorting happened): skip the gather
+        return e[torch.argsort(idx)]
 
     def _loss(self, q, p, batch: Batch):
         B, M = len(batch.queries), batch.num_negatives
@@ -183,10 +212,11 @@ class StepRunner:
         """Run forward and backward; returns (loss terms as floats, real tokens, padded tokens)."""
         parts, real, total = self._features(batch)
         if self.cfg.optim.gradcache_chunk_size is None:
-            embs = {"q": [], "p": []}
-            for kind, _, _, f in parts:
+            embs, rows = {"q": [], "p": []}, {"q": [], "p": []}
+            for kind, r, f in parts:
                 embs[kind].append(self.model(**f))
-            out = self._loss(torch.cat(embs["q"]), torch.cat(embs["p"]), batch)
+                rows[kind].append(r)
+            out = self._loss(self._in_order(embs["q"], rows["q"]), self._in_order(embs["p"], rows["p"]), batch)
             self._check_finite(out)
             self._backward(out["loss"] * self.world)
         else:
@@ -195,13 +225,14 @@ class StepRunner:
 
     def _gradcache(self, parts, batch: Batch) -> dict:
         # 1) embed every sub-batch without a graph, remembering the RNG state of each
-        states, embs = [], {"q": [], "p": []}
+        states, embs, rows = [], {"q": [], "p": []}, {"q": [], "p": []}
         with torch.no_grad():
-            for kind, _, _, f in parts:
+            for kind, r, f in parts:
                 states.append(_RandState())
                 embs[kind].append(self.model(**f))
-        q = torch.cat(embs["q"]).detach().requires_grad_()
-        p = torch.cat(embs["p"]).detach().requires_grad_()
+                rows[kind].append(r)
+        q = self._in_order(embs["q"], rows["q"]).detach().requires_grad_()
+        p = self._in_order(embs["p"], rows["p"]).detach().requires_grad_()
         # 2) the loss and its gradient with respect to the embeddings only
         out = self._loss(q, p, batch)
         self._check_finite(out)
@@ -210,13 +241,13 @@ class StepRunner:
         # 3) re-embed each sub-batch with a graph and back-propagate ⟨e, ∂L/∂e⟩; gradients are
         #    synchronised across processes only on the last sub-batch
         sync = self.accelerator.no_sync if self.accelerator is not None else (lambda _m: nullcontext())
-        for n, ((kind, s, e, f), st) in enumerate(zip(parts, states)):
+        for n, ((kind, r, f), st) in enumerate(zip(parts, states)):
             current = _RandState()
             st.restore()
             ctx = nullcontext() if n == len(parts) - 1 else sync(self.model)
             with ctx:
                 emb = self.model(**f)
-                self._backward((emb * grads[kind][s:e].to(emb.dtype)).sum())
+                self._backward((emb * grads[kind][r].to(emb.dtype)).sum())
             current.restore()
         return out
 
