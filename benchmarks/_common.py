@@ -204,6 +204,21 @@ def smoke_training_set(tokenizer, names=TRAIN_DATASETS, num_negatives: int = 1, 
                               max_rows_per_dataset=max_rows, seed=seed, tokenizer=tokenizer)
 
 
+class ListDataset:
+    """The minimal dataset a StageTrainer needs: items with query/pos/neg, ``.tasks``, ``.lengths``."""
+
+    def __init__(self, items: list[dict], num_negatives: int = 1):
+        self.items, self.tasks = items, [e.get("task", "bench") for e in items]
+        self.lengths = [len(e["query"]) for e in items]
+        self.num_negatives = num_negatives
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
 def write_json(name: str, obj: dict) -> Path:
     """Atomically write ``build/bench/<name>.json`` (temp file in the same folder, then os.replace)."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -44,21 +44,6 @@ MEMORY_TINY = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, 
 CHUNK = 32
 
 
-class _ListDataset:
-    """The minimal dataset StageTrainer needs (items, .tasks, .lengths, .num_negatives)."""
-
-    def __init__(self, items):
-        self.items, self.tasks = items, ["bench"] * len(items)
-        self.lengths = [len(e["query"]) for e in items]
-        self.num_negatives = 1
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -111,7 +96,7 @@ def worker(args) -> list[dict]:
         from kalm_lib.model import KaLMEmbedder
 
         model = KaLMEmbedder.load(model_dir, max_length=args.max_len)
-        ds = _ListDataset(items)
+        ds = C.ListDataset(items)
         tmp = tempfile.mkdtemp(prefix="kalm-bench-mem-")
         trainer = T.make_kalm(model, ds, batch_size=2, max_len=args.max_len, tau=0.05, lr=1e-4, chunk=chunk,
                               out_dir=Path(tmp))

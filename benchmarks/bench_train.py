@@ -72,7 +72,11 @@ def kalm_step(trainer, examples: list[dict], num_negatives: int) -> tuple[float,
 
 def make_peer(st, *, tau, lr, chunk):
     import torch
-    from sentence_transformers.sentence_transformer import losses
+
+    try:
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import losses
 
     if chunk is None:
         loss_fn = losses.MultipleNegativesRankingLoss(st, scale=1.0 / tau)
@@ -106,7 +110,8 @@ def peer_step(st, loss_fn, opt, examples: list[dict], num_negatives: int, device
     import torch
     from sentence_transformers.util import batch_to_device
 
-    feats = [st.preprocess(col) for col in _peer_columns(examples, num_negatives)]
+    prep = getattr(st, "preprocess", None) or st.tokenize  # sentence-transformers < 6: tokenize
+    feats = [prep(col) for col in _peer_columns(examples, num_negatives)]
     if device is not None:
         feats = [batch_to_device(f, device) for f in feats]
     real = sum(int(f["attention_mask"].sum()) for f in feats)

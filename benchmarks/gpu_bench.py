@@ -1,0 +1,331 @@
+"""GPU check: training tokens/s and MFU of a Qwen2-0.5B-shaped KaLMEmbedder against sentence-transformers.
+
+Nothing is downloaded: the model is a random-init Qwen2 with Qwen2-0.5B's shape (hidden 896, 24 layers,
+14 heads, 2 KV heads, intermediate 4864, vocab 151936) built by ``KaLMEmbedder.tiny(**overrides)`` with
+the Qwen2 tokenizer files from ``--tokenizer`` (default: ``$KALM_DATA_DIR/tokenizers/qwen2``, else
+``shared/data/tokenizers/qwen2`` in the repository). The peer is ``SentenceTransformer`` loaded from the
+folder ``KaLMEmbedder.save`` wrote, so both run the same weights.
+
+Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every timed step):
+  train-plain   batch B (anchor, positive, 1 hard negative), every text exactly --seq-len tokens:
+                kalm StageTrainer step (bf16 autocast via accelerate) vs MNRL (the peer's model prepared by
+                accelerate with the same bf16 autocast, as SentenceTransformerTrainer does); AdamW, clip 1.0
+  train-cached  GradCache: kalm gradcache_chunk_size=c vs CachedMNRL(mini_batch_size=c)
+  encode        KaLMEmbedder.encode vs SentenceTransformer.encode, both models loaded in bf16,
+                mixed-length texts (16..seq-len tokens)
+MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
+length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
+
+``--tiny`` runs the same code on a 2-layer, 64-wide model on CPU (seq len 64), to check the script without
+a GPU. Needs only torch, transformers, sentence-transformers, accelerate, numpy, pyyaml and kalm_lib on
+PYTHONPATH; missing ones are listed and the script stops with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+QWEN2_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768,
+                 rope_theta=1_000_000.0, rms_norm_eps=1e-6)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128)
+REQUIRED = ("torch", "numpy", "transformers", "sentence_transformers", "accelerate", "yaml", "safetensors")
+
+
+def check_environment() -> dict:
+    found, missing = {}, []
+    for mod in REQUIRED:
+        try:
+            found[mod] = getattr(importlib.import_module(mod), "__version__", "ok")
+        except Exception as err:  # noqa: BLE001 - report every missing piece at once
+            missing.append(f"{mod} ({type(err).__name__}: {err})")
+    try:
+        importlib.import_module("kalm_lib.train")
+        found["kalm_lib"] = str(ROOT / "kalm_lib")
+    except Exception as err:  # noqa: BLE001
+        missing.append(f"kalm_lib ({type(err).__name__}: {err}); run from the repository root or set PYTHONPATH=.")
+    print(f"python {platform.python_version()} at {sys.executable}")
+    for k, v in found.items():
+        print(f"  found {k} {v}")
+    if "torch" in found:
+        import torch
+
+        print(f"  torch CUDA {torch.version.cuda}, cuda available: {torch.cuda.is_available()}"
+              + (f", device: {torch.cuda.get_device_name(0)}, capability {torch.cuda.get_device_capability(0)}"
+                 if torch.cuda.is_available() else ""))
+    for m in missing:
+        print(f"  MISSING {m}")
+    return {"found": found, "missing": missing}
+
+
+def find_tokenizer(arg: str | None) -> str:
+    cands = [arg] if arg else []
+    if os.environ.get("KALM_DATA_DIR"):
+        cands.append(str(Path(os.environ["KALM_DATA_DIR"]) / "tokenizers" / "qwen2"))
+    cands += [str(ROOT / "shared" / "data" / "tokenizers" / "qwen2"), str(ROOT.parent / "shared" / "data" / "tokenizers" / "qwen2")]
+    for c in cands:
+        if c and (Path(c) / "tokenizer.json").is_file():
+            return c
+    raise FileNotFoundError(f"no Qwen2 tokenizer (tokenizer.json) in any of {cands}; pass --tokenizer DIR")
+
+
+def word_pool(tok) -> list[str]:
+    """Whole-word vocabulary entries (' word'), so a text of k words is k tokens long."""
+    vocab = tok.get_vocab()
+    words = sorted(t[1:] for t in vocab if t.startswith("Ġ") and t[1:].isascii() and t[1:].isalpha() and len(t) > 3)
+    return words
+
+
+def synth_texts(tok, words, n: int, lengths, rng) -> list[str]:
+    out = []
+    for i in range(n):
+        k = int(lengths[i]) if hasattr(lengths, "__len__") else int(lengths)
+        out.append(" ".join(words[j] for j in rng.integers(len(words), size=k + 8)))
+    return out
+
+
+def model_flops_per_token(kalm, seq_len: int) -> tuple[float, int]:
+    cfg = kalm.backbone.config
+    n = sum(p.numel() for p in kalm.parameters())
+    n_embed = kalm.backbone.get_input_embeddings().weight.numel()
+    return 6 * (n - n_embed) + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len, n - n_embed
+
+
+def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds, warmup, device, sync, bf16):
+    import bench_train as T
+
+    import _common as C
+
+    n_batches = warmup + rounds
+    batches = [items[i * batch:(i + 1) * batch] for i in range(n_batches)]
+    with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
+        trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
+                              chunk=chunk, out_dir=Path(tmp), bf16="yes" if bf16 else "no")
+        loss_fn, opt = T.make_peer(st, tau=0.05, lr=1e-5, chunk=chunk)
+        opt = peer_acc.prepare_optimizer(opt) if peer_acc is not None else opt
+        rec = {"kalm": [], "peer": []}
+
+        def kalm_side(r):
+            rec["kalm"].append(T.kalm_step(trainer, batches[r], 1))
+
+        def peer_side(r):
+            rec["peer"].append(T.peer_step(st, loss_fn, opt, batches[r], 1, device=device))
+
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        wall, _ = C.interleave({"kalm": kalm_side, "peer": peer_side}, rounds=rounds, warmup=warmup, sync=sync)
+        flops_tok = trainer.flops_per_token
+        del trainer, loss_fn, opt
+    fpt, _ = model_flops_per_token(kalm, seq_len)
+    peak = _peak()
+    res = {"name": name, "batch": batch, "chunk": chunk, "seq_len": seq_len, "rounds": rounds}
+    for side in ("kalm", "peer"):
+        t = statistics.median(wall[side])
+        real = statistics.mean(x[1] for x in rec[side][warmup:])
+        total = statistics.mean(x[2] for x in rec[side][warmup:])
+        res[f"{side}_step_s"] = t
+        res[f"{side}_pairs_per_s"] = batch / t
+        res[f"{side}_tokens_per_s"] = real / t
+        res[f"{side}_padded_tokens_per_step"] = total
+        res[f"{side}_mfu"] = fpt * total / t / peak if peak else None
+    res["ratio"] = res["peer_step_s"] / res["kalm_step_s"]
+    res["first_loss"] = [rec["kalm"][0][0], rec["peer"][0][0]]
+    res["trainer_flops_per_token"] = flops_tok
+    if device.type == "cuda":
+        import torch
+
+        res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    mfu = (lambda v: f"{v:.1%}" if v is not None else "n/a")
+    print(f"-- {name}: batch {batch} pairs (+1 hard negative), {seq_len} tokens per text, GradCache chunk {chunk}, "
+          f"{rounds} timed rounds")
+    for side in ("kalm", "peer"):
+        print(f"   {side:4s}: {res[f'{side}_tokens_per_s']:>10,.0f} tokens/s  {res[f'{side}_pairs_per_s']:7.1f} pairs/s  "
+              f"step {res[f'{side}_step_s']:.3f} s  MFU {mfu(res[f'{side}_mfu'])}")
+    print(f"   ratio kalm/peer {res['ratio']:.3f}x; first loss kalm {res['first_loss'][0]:.4f} vs peer "
+          f"{res['first_loss'][1]:.4f}" + (f"; max memory {res['max_memory_gb']:.1f} GB" if "max_memory_gb" in res else ""))
+    return res
+
+
+def _peak():
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from kalm_lib.train import _peak_flops
+
+    return _peak_flops(torch.device("cuda"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: exercise the code path")
+    ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None, help="plain-step batch (pairs); halves on OOM")
+    ap.add_argument("--cached-batch", type=int, default=None)
+    ap.add_argument("--chunk", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--encode-texts", type=int, default=None)
+    ap.add_argument("--budget-s", type=float, default=420, help="skip later sections past this many seconds")
+    ap.add_argument("--json", default=None, help="also write the results here (default $OUT/gpu_check.json)")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    print(f"== GPU check: KaLMEmbedder (Qwen2-0.5B shape, random init) vs sentence-transformers   "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    env = check_environment()
+    if env["missing"]:
+        print("cannot run: install the missing packages above (no internet needed if wheels are carried)")
+        return 2
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cuda = torch.cuda.is_available() and not args.tiny
+    if not cuda and not args.tiny:
+        print("no CUDA device: run with --tiny to exercise the code path on CPU")
+        return 2
+    device = torch.device("cuda" if cuda else "cpu")
+    sync = torch.cuda.synchronize if cuda else None
+    seq_len = args.seq_len or (64 if args.tiny else 512)
+    batch = args.batch or (4 if args.tiny else 16)
+    cached_batch = args.cached_batch or (8 if args.tiny else 64)
+    chunk = args.chunk or (4 if args.tiny else 16)
+    rounds = args.rounds or (2 if args.tiny else 6)
+    n_enc = args.encode_texts or (64 if args.tiny else 4096)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    tok_dir = find_tokenizer(args.tokenizer)
+    print(f"tokenizer: {tok_dir}")
+    from sentence_transformers import SentenceTransformer
+
+    from kalm_lib.model import KaLMEmbedder
+
+    shape = TINY if args.tiny else QWEN2_05B
+    t0 = time.perf_counter()
+    with torch.device(device):  # initialise the weights directly on the device (fast for 0.5B)
+        kalm = KaLMEmbedder.tiny(seed=0, tokenizer=tok_dir, max_length=seq_len, attn_implementation="sdpa", **shape)
+    n_all = sum(p.numel() for p in kalm.parameters())
+    fpt, n_body = model_flops_per_token(kalm, seq_len)
+    print(f"model: Qwen2 {shape} -> {n_all / 1e6:.1f}M parameters ({n_body / 1e6:.1f}M non-embedding), "
+          f"{fpt / 1e9:.2f} GFLOP per training token at T={seq_len}; built in {time.perf_counter() - t0:.1f} s")
+    folder = Path(tempfile.mkdtemp(prefix="kalm-gpu-model-"))
+    kalm.save(folder / "model")
+    st = SentenceTransformer(str(folder / "model"), device=str(device))
+    st.max_seq_length = seq_len
+    from accelerate import Accelerator
+
+    # the peer's bf16 path as SentenceTransformerTrainer sets it up: accelerate's autocast around forward
+    peer_acc = Accelerator(mixed_precision="bf16", cpu=not cuda)
+    st = peer_acc.prepare_model(st)
+    print(f"peer: {type(st).__name__} loaded from the saved folder, attention "
+          f"{getattr(st[0], 'auto_model', getattr(st[0], 'model', None)).config._attn_implementation}; "
+          f"setup {time.perf_counter() - t_start:.0f} s; peak bf16 FLOP/s: {_peak() or 'n/a (not a known GPU)'}")
+
+    rng = np.random.default_rng(0)
+    words = word_pool(kalm.tokenizer)
+    need = max((2 + rounds) * batch, (2 + rounds) * cached_batch)
+    texts = synth_texts(kalm.tokenizer, words, 3 * need, seq_len, rng)
+    lens = [len(x) for x in kalm.tokenizer(texts[:64], add_special_tokens=False)["input_ids"]]
+    print(f"training texts: {len(texts)} synthetic word sequences, >= {min(lens)} tokens each (truncated to {seq_len})")
+    items = [{"query": texts[3 * i], "pos": texts[3 * i + 1], "neg": [texts[3 * i + 2]], "task": "synthetic"}
+             for i in range(need)]
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+               "env": env["found"], "shape": shape, "seq_len": seq_len, "sections": []}
+
+    def over_budget(section):
+        if time.perf_counter() - t_start > args.budget_s:
+            print(f"-- {section}: SKIPPED (past the {args.budget_s:.0f} s budget)")
+            return True
+        return False
+
+    for name, b, c in (("train-plain (MNRL)", batch, None), ("train-cached (CachedMNRL)", cached_batch, chunk)):
+        if over_budget(name):
+            continue
+        while True:
+            try:
+                results["sections"].append(run_train(name, kalm, st, peer_acc, items, batch=b, chunk=c, seq_len=seq_len,
+                                                     rounds=rounds, warmup=2, device=device, sync=sync, bf16=True))
+                break
+            except torch.cuda.OutOfMemoryError:
+                gc.collect()
+                torch.cuda.empty_cache()
+                if b <= 2:
+                    raise
+                print(f"   out of memory at batch {b}; retrying at {b // 2}")
+                b //= 2
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    if not over_budget("encode"):
+        del kalm, st, peer_acc
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        dtype = torch.bfloat16
+        kalm_e = KaLMEmbedder.load(folder / "model", torch_dtype=dtype).to(device).eval()
+        st_e = SentenceTransformer(str(folder / "model"), device=str(device), model_kwargs={"dtype": dtype})
+        st_e.max_seq_length = seq_len
+        st_e.eval()
+        enc_lens = rng.integers(16, seq_len + 1, size=n_enc)
+        etexts = synth_texts(kalm_e.tokenizer, words, n_enc, enc_lens, rng)
+        n_tok = sum(min(int(x), seq_len) for x in enc_lens)
+        bs = 8 if args.tiny else 128
+        out = {}
+
+        def k_enc(_r):
+            out["kalm"] = kalm_e.encode(etexts, batch_size=bs, show_progress_bar=False)
+
+        def p_enc(_r):
+            out["peer"] = st_e.encode(etexts, batch_size=bs, show_progress_bar=False, convert_to_numpy=True)
+
+        import _common as C
+
+        wall, _ = C.interleave({"kalm": k_enc, "peer": p_enc}, rounds=3, warmup=1, sync=sync)
+        diff = float(np.abs(out["kalm"] - out["peer"].astype(np.float32)).max())
+        tk, tp = statistics.median(wall["kalm"]), statistics.median(wall["peer"])
+        enc = {"name": "encode (bf16)", "texts": n_enc, "approx_tokens": n_tok, "batch": bs,
+               "kalm_texts_per_s": n_enc / tk, "peer_texts_per_s": n_enc / tp, "ratio": tp / tk,
+               "max_abs_embedding_diff": diff}
+        results["sections"].append(enc)
+        print(f"-- encode: {n_enc} texts of 16..{seq_len} tokens (~{n_tok:,} tokens), batch {bs}, bf16 weights")
+        print(f"   kalm: {enc['kalm_texts_per_s']:,.0f} texts/s ({n_tok / tk:,.0f} tokens/s)   "
+              f"peer: {enc['peer_texts_per_s']:,.0f} texts/s ({n_tok / tp:,.0f} tokens/s)   ratio {enc['ratio']:.3f}x; "
+              f"max |Δ| embeddings {diff:.1e} (bf16)")
+
+    print("== summary")
+    for s in results["sections"]:
+        extra = ""
+        if "kalm_mfu" in s:
+            m = (lambda v: f"{v:.1%}" if v is not None else "n/a")
+            extra = (f"  kalm {s['kalm_tokens_per_s']:,.0f} tok/s MFU {m(s['kalm_mfu'])} | peer "
+                     f"{s['peer_tokens_per_s']:,.0f} tok/s MFU {m(s['peer_mfu'])}")
+        print(f"   {s['name']:28s} ratio kalm/peer {s['ratio']:.3f}x{extra}")
+    print(f"   total wall time {time.perf_counter() - t_start:.0f} s")
+    path = args.json or (str(Path(os.environ["OUT"]) / "gpu_check.json") if os.environ.get("OUT") else None)
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

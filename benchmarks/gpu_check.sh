@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# GPU check (benchmarks/gpu_bench.py): Qwen2-0.5B-shaped KaLMEmbedder vs sentence-transformers on one GPU:
+# training tokens/s + MFU at sequence length 512 (plain MNRL and GradCache/CachedMNRL) and encode throughput.
+#
+# Runs with `python3` from PATH (no venv, no internet): it needs torch (CUDA), transformers,
+# sentence-transformers, accelerate, numpy, pyyaml, safetensors, and kalm_lib from this repository.
+# The Qwen2 tokenizer files must be reachable: --tokenizer DIR, or $KALM_DATA_DIR/tokenizers/qwen2, or
+# shared/data/tokenizers/qwen2 inside the repository (carry /work/shared/data/tokenizers/qwen2 there).
+# Output goes to stdout and, when $OUT is set, to $OUT/gpu_check.txt (+ $OUT/gpu_check.json).
+# At most 8 minutes: the script stops itself (timeout 480 s) and skips later sections past 420 s.
+#
+#   bash benchmarks/gpu_check.sh                 # on the GPU machine
+#   bash benchmarks/gpu_check.sh --tiny          # anywhere: tiny model on CPU, exercises the code path
+set -u
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+LOG="${OUT:+$OUT/gpu_check.txt}"
+LOG="${LOG:-/dev/null}"
+{
+  echo "host: $(hostname) | $(date -u '+%Y-%m-%d %H:%M:%S UTC') | $PY = $(command -v "$PY")"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+  timeout 480 "$PY" benchmarks/gpu_bench.py "$@"
+  rc=$?
+  [ $rc -eq 124 ] && echo "gpu_check: stopped at the 480 s limit"
+  echo "exit status $rc"
+  exit $rc
+} 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
