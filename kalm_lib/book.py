@@ -144,6 +144,10 @@ def read_run_info(build: Path) -> dict:
     if info.get("failed"):
         raise BookError(f"{path}: notebook {info['failed']!r} failed in this run, so the run is incomplete; its "
                         f"executed copy with the traceback is {build / 'notebooks' / (info['failed'] + '.ipynb')}")
+    if not info.get("finished"):
+        # Executed copies from an older run may still sit beside this run's: a book of both would lie.
+        raise BookError(f"{path}: the run started {info['started']} has not finished (field 'finished' is "
+                        f"missing): wait for `make reproduce PROFILE={info['profile']}` to end, or rerun it")
     return info
 
 

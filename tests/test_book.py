@@ -117,6 +117,10 @@ def test_read_run_info_errors_name_the_file(tmp_path):
     (tmp_path / "run_info.json").write_text(json.dumps({**RUN_INFO, "failed": "03_finetune"}))
     with pytest.raises(book.BookError, match=r"notebook '03_finetune' failed.*03_finetune\.ipynb"):
         book.read_run_info(tmp_path)
+    unfinished = {k: v for k, v in RUN_INFO.items() if k != "finished"}
+    (tmp_path / "run_info.json").write_text(json.dumps(unfinished))
+    with pytest.raises(book.BookError, match=r"run_info\.json: the run started .* has not finished"):
+        book.read_run_info(tmp_path)
     (tmp_path / "run_info.json").write_text(json.dumps({"profile": "ci"}))
     with pytest.raises(book.BookError, match=r"run_info\.json: field 'started' is missing"):
         book.read_run_info(tmp_path)
