@@ -160,14 +160,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--examples", default=None)
     ap.add_argument("--max-len", type=int, default=16)
     ap.add_argument("--batches", default="32,64,128,256,512,1024")
-    ap.add_argument("--peer-batches", default="32,1024", help="batch sizes also measured for the peer")
+    ap.add_argument("--peer-batches", default="32,256", help="batch sizes also measured for the peer")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return {}
     from concurrent.futures import ThreadPoolExecutor
 
-    info = C.print_header("peak memory of one training step (fresh subprocess per point, ru_maxrss)")
+    info = C.print_header("peak memory of one training step (fresh subprocess per configuration, peak RSS)")
     batches = [32, 128] if args.quick else [int(b) for b in args.batches.split(",")]
     peer_batches = [b for b in ([32, 128] if args.quick else [int(b) for b in args.peer_batches.split(",")])]
     import random
@@ -188,13 +188,14 @@ def main(argv=None) -> dict:
     print(f"   model: tiny Qwen2 {MEMORY_TINY}, {sum(p.numel() for p in kalm.parameters()) / 1e6:.1f}M params; "
           f"L={args.max_len} tokens; GradCache sub-batch {CHUNK}; 1 hard negative per pair")
     t_start = time.perf_counter()
-    configs = [(side, chunk) for chunk in (None, CHUNK) for side in ("kalm", "peer")]
-    # two configurations at a time: the points are independent processes, and the sweep stays short
+    # two configurations at a time (independent processes), the longest first, so the sweep stays short
+    configs = [("kalm", CHUNK), ("kalm", None), ("peer", None), ("peer", CHUNK)]
     with ThreadPoolExecutor(max_workers=2) as pool:
         futs = {cfg: pool.submit(_run_config, cfg[0], batches if cfg[0] == "kalm" else peer_batches, cfg[1],
                                  tmp / "model", tmp / "examples.json", args.max_len, args.fresh)
                 for cfg in configs}
-        points = [p for cfg in configs for p in futs[cfg].result()]
+        points = sorted((p for cfg in configs for p in futs[cfg].result()),
+                        key=lambda p: (p["side"] != "kalm", p["chunk"] is not None, p["batch"]))
     for p in points:
         print(f"   {p['side']:4s} {'GradCache' if p['chunk'] else 'plain    '} B={p['batch']:5d}: peak "
               f"{p['peak_mb']:8.0f} MB, steady {p['steady_mb']:6.0f} MB, step growth {p['growth_mb']:7.0f} MB "

@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--stages", default="finetune,pretrain")
     ap.add_argument("--chunk", type=int, default=16, help="GradCache sub-batch size for the third row")
-    ap.add_argument("--max-batches", type=int, default=60,
+    ap.add_argument("--max-batches", type=int, default=40,
                     help="batches measured per row (the sampler's batch order is shuffled, so these are a "
                          "random sample of the epoch; 0 = the whole epoch)")
     args = ap.parse_args(argv)

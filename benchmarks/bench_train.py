@@ -220,14 +220,14 @@ def main(argv=None) -> dict:
           f"same embeddings on both sides (max |Δ| {diff:.1e})")
     ds = C.smoke_training_set(kalm.tokenizer)
     print(f"   data: {len(ds)} examples from {len(set(ds.tasks))} local datasets, 1 hard negative each")
-    rounds = args.rounds or (3 if args.quick else 8)
-    warm = 1 if args.quick else 2
+    rounds = args.rounds or (2 if args.quick else 5)
+    warm = 1
     results = []
     if args.only in (None, "mnrl"):
         results.append(run_config("MNRL", kalm, st, ds, batch_size=32, chunk=None, max_len=args.max_len,
                                   rounds=rounds, warmup=warm))
     if args.only in (None, "cached"):
-        results.append(run_config("CachedMNRL (GradCache)", kalm, st, ds, batch_size=32, chunk=8,
+        results.append(run_config("CachedMNRL (GradCache)", kalm, st, ds, batch_size=32, chunk=16,
                                   max_len=args.max_len, rounds=rounds, warmup=warm))
     out = {"machine": info, "command": "benchmarks/bench_train.py" + (" --quick" if args.quick else ""),
            "configs": results}
