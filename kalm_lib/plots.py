@@ -18,36 +18,52 @@ def _smooth(s: pd.Series, window: int) -> pd.Series:
 
 
 def plot_training_curves(metrics: pd.DataFrame, title: str, smooth: int = 10):
-    """Loss terms, learning rate and throughput against the optimizer step, from ``metrics.jsonl``."""
+    """Loss terms, learning rate and throughput against the optimizer step, from ``metrics.jsonl``.
+
+    Three stacked panels, 7 inches wide, so the figure is legible at the book's text width.
+    """
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8.5), sharex=True)
     ax = axes[0]
-    for key, label in LOSS_TERMS.items():
+    for n, (key, label) in enumerate(LOSS_TERMS.items()):
         if key in metrics and metrics[key].notna().any():
-            ax.plot(metrics["step"], metrics[key], alpha=0.25)
-            ax.plot(metrics["step"], _smooth(metrics[key], smooth), label=f"{label} (mean of {smooth})",
-                    color=ax.lines[-1].get_color())
-    ax.set(xlabel="optimizer step", ylabel="loss (nats)", title="loss")
-    ax.legend(fontsize=8)
+            color = f"C{n}"
+            ax.plot(metrics["step"], metrics[key], alpha=0.25, color=color)
+            ax.plot(metrics["step"], _smooth(metrics[key], smooth), color=color,
+                    label=f"{label}, running mean of {smooth}")
+    ax.set(ylabel="loss (nats)", title="loss per step (faint: raw)")
+    ax.legend(fontsize=9)
     axes[1].plot(metrics["step"], metrics["lr"])
-    axes[1].set(xlabel="optimizer step", ylabel="learning rate", title="warm-up, then linear decay")
+    axes[1].set(ylabel="learning rate", title="learning rate: linear warm-up, then linear decay")
     axes[1].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     axes[2].plot(metrics["step"], _smooth(metrics["tokens_per_s"], smooth), label="tokens / s")
-    axes[2].set(xlabel="optimizer step", ylabel="real (non-pad) tokens per second", title="throughput")
+    axes[2].set(xlabel="optimizer step", ylabel="non-pad tokens / s", title="throughput (left) and padding (right)")
     if "padding_fraction" in metrics:
         tw = axes[2].twinx()
-        tw.plot(metrics["step"], 100 * metrics["padding_fraction"], color="gray", alpha=0.5, label="padding %")
-        tw.set_ylabel("padded tokens (%)")
+        tw.plot(metrics["step"], 100 * metrics["padding_fraction"], color="gray", alpha=0.6)
+        tw.set_ylabel("padded tokens (%)", color="gray")
         tw.grid(False)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+METRIC_COLUMNS = ["loss", "contrastive", "distill", "focal_weight_mean", "p_pos_mean", "lr", "grad_norm",
+                  "tokens_per_s", "padding_fraction", "memory_mb"]
+
+
+def last_steps(metrics: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """The last ``n`` logged steps, one column per step (narrow enough for the book's column)."""
+    cols = [c for c in METRIC_COLUMNS if c in metrics]
+    t = metrics.tail(n).set_index("step")[cols].T
+    t.columns = [f"step {c}" for c in t.columns]
+    return t.map(lambda v: f"{v:.4g}")
+
+
 def plot_before_after(scores: pd.DataFrame, title: str):
     """Grouped bars of the main score per task for each model label (``quick_scores`` output)."""
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * scores["task"].nunique() + 2), 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     sns.barplot(data=scores, x="task", y="main_score", hue="model", ax=ax)
     ax.set(xlabel="task (local MTEB copy, rows capped)", ylabel="main score (MTEB metric, 0-1)", title=title)
     ax.tick_params(axis="x", rotation=30)
@@ -73,7 +89,7 @@ def plot_mining_scores(reports, title: str = "mined hard negatives against posit
         rows += [{"dataset": r.name, "candidate": "positive", "cosine": s} for s in r.pos_scores]
         rows += [{"dataset": r.name, "candidate": "mined negative", "cosine": s} for s in r.neg_scores]
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(reports) + 2), 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     sns.boxplot(data=pd.DataFrame(rows), x="dataset", y="cosine", hue="candidate", ax=ax, fliersize=1)
     ax.set(xlabel="dataset", ylabel="cosine similarity to the query (stage-1 model)", title=title)
     ax.tick_params(axis="x", rotation=20)
@@ -98,7 +114,7 @@ def teacher_score_frame(written: dict, max_rows: int = 500) -> pd.DataFrame:
 
 def plot_teacher_scores(frame: pd.DataFrame, title: str = "teacher cosine scores of positives and negatives"):
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * frame["dataset"].nunique() + 2), 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     sns.boxplot(data=frame, x="dataset", y="score", hue="candidate", ax=ax, fliersize=1)
     ax.set(xlabel="dataset", ylabel="teacher cosine similarity", title=title)
     ax.tick_params(axis="x", rotation=30)
