@@ -50,3 +50,26 @@ def test_checkpoint_folder_and_missing_ones(tiny, tmp_path, capsys):
     assert "skipping distill" in capsys.readouterr().out
     same = evaluate_model(tiny, tasks={"STSBenchmark": 20}, model_name="x/y")
     assert df.main_score.iloc[0] == pytest.approx(same.main_score.iloc[0], abs=1e-5)
+
+
+def test_reuse_takes_earlier_rows_of_a_fixed_model(tiny, tmp_path):
+    first = evaluate_model(tiny, tasks={"STSBenchmark": 20}, output_dir=tmp_path, model_name="t/x")
+    other = KaLMEmbedder.tiny(seed=5)  # a different model under the same name: reuse must not re-evaluate
+    again = evaluate_model(other, tasks={"STSBenchmark": 20}, output_dir=tmp_path, model_name="t/x", reuse=True)
+    assert again.main_score.tolist() == pytest.approx(first.main_score.tolist())
+    fresh = evaluate_model(other, tasks={"STSBenchmark": 20}, output_dir=tmp_path, model_name="t/x")
+    assert fresh.main_score.iloc[0] != pytest.approx(first.main_score.iloc[0])
+    recapped = evaluate_model(other, tasks={"STSBenchmark": 25}, output_dir=tmp_path, model_name="t/x", reuse=True)
+    assert recapped.max_rows.tolist() == [25]  # a different cap is evaluated, not reused
+
+
+def test_matryoshka_curve_and_dims(tiny, tmp_path, capsys):
+    from kalm_lib.evaluation import matryoshka_curve, matryoshka_dims, stage_checkpoints
+
+    curve = matryoshka_curve(tiny, [16, 64], tasks={"STSBenchmark": 20}, model_name="t/m")
+    assert curve.dim.tolist() == [16, 64] and curve.task.tolist() == ["STSBenchmark"] * 2
+    assert curve.main_score.iloc[0] != curve.main_score.iloc[1]
+    assert matryoshka_dims("smoke", tmp_path, 256) == [32, 64, 128, 256]
+    assert matryoshka_dims("smoke", tmp_path, 48) == [24, 32, 48]  # a halving fills in the third point
+    assert stage_checkpoints(tmp_path) == {}
+    assert capsys.readouterr().out.count("skipped") == 3

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,44 @@ def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
     return out
 
 
+@contextmanager
+def _quiet(on: bool):
+    """Silence what floods a notebook: datasets' per-map progress bars and sklearn's warnings about
+    classes a weak model never predicts (the scores already say so)."""
+    if not on:
+        yield
+        return
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ill-defined.*")
+            warnings.filterwarnings("ignore", message=".*number of unique classes.*")
+            yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def _earlier_rows(out_dir: Path) -> pd.DataFrame | None:
+    f = out_dir / "results.csv"
+    if not f.is_file():
+        return None
+    d = pd.read_csv(f)
+    if set(RESULT_COLUMNS) - set(d.columns):
+        return None
+    d["main_split"] = d["main_split"].astype(str).str.lower().isin(["true", "1"])
+    d["comparable"] = d["comparable"].astype(str).str.lower().isin(["true", "1"])
+    d["note"] = d["note"].fillna("")
+    return d
+
+
+def _same(col: pd.Series, value) -> pd.Series:
+    return col.isna() if value is None else (col == value)
+
+
 def _min_cap(a: int | None, b: int | None) -> int | None:
     caps = [int(c) for c in (a, b) if c is not None]
     return min(caps) if caps else None
@@ -69,7 +109,7 @@ def _min_cap(a: int | None, b: int | None) -> int | None:
 def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None = None,
                    model_name: str | None = None, dim: int | None = None, max_rows: int | None = None,
                    batch_size: int = 32, use_instructions: bool | None = None, max_length: int | None = None,
-                   show_progress_bar: bool = False) -> pd.DataFrame:
+                   show_progress_bar: bool = False, reuse: bool = False) -> pd.DataFrame:
     """Evaluate ``model`` and return a results DataFrame (see ``RESULT_COLUMNS``).
 
     Args:
@@ -84,6 +124,8 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         use_instructions: KaLM-V2 prompts on/off (default on for KaLM models, off for other
             sentence-transformers models, as in their published MTEB runs).
         max_length: token cap at encode time (None = the model's own).
+        reuse: take a task's rows from an earlier ``results.csv`` in the same folder when its row cap and
+            dimension match (for a fixed model such as the teacher; never for a model that changed).
     """
     import mteb
 
@@ -99,13 +141,22 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
     out_dir = Path(output_dir) / slug(name) if output_dir is not None else None
 
     rows: list[dict] = []
+    earlier = _earlier_rows(out_dir) if reuse and out_dir is not None else None
     for task in task_objs:
         task_name = task.metadata.name
+        if earlier is not None:
+            same = earlier[(earlier.task == task_name) & _same(earlier.max_rows, getattr(task, "max_rows", None))
+                           & _same(earlier.dim, dim)]
+            if len(same):
+                rows.extend(same.to_dict(orient="records"))
+                logger.info("%s on %s: reused %s", name, task_name, out_dir / "results.csv")
+                continue
         task.load_data()  # here, not inside mteb, so a bad local file fails with its own message
         t0 = time.perf_counter()
-        result = mteb.evaluate(encoder, task, cache=None, raise_error=True, co2_tracker=False,
-                               show_progress_bar=False,
-                               encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
+        with _quiet(not show_progress_bar):
+            result = mteb.evaluate(encoder, task, cache=None, raise_error=True, co2_tracker=False,
+                                   show_progress_bar=False,
+                                   encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
         seconds = time.perf_counter() - t0
         task_result = result.task_results[0]
         rows.extend(_rows(task, task_result, name, dim, seconds))

@@ -48,11 +48,17 @@ def untrained_student(profile: str, run_dir: str | os.PathLike):
 
 
 def matryoshka_dims(profile: str, run_dir: str | os.PathLike, full_dim: int) -> list[int]:
-    """The distillation stage's Matryoshka dims (≤ the model's size) plus the full dimension, ascending."""
+    """The distillation stage's Matryoshka dims (≤ the model's size) plus the full dimension, ascending;
+    halvings of the full dimension fill in when fewer than three remain (a curve needs points)."""
     from kalm_lib.config import stage_config
 
     dims = stage_config(profile, "distill", run_dir).objective.get("matryoshka_dims") or []
-    return sorted({int(d) for d in dims if int(d) <= full_dim} | {int(full_dim)})
+    out = {int(d) for d in dims if int(d) <= full_dim} | {int(full_dim)}
+    d = int(full_dim)
+    while len(out) < 3 and d > 8:
+        d //= 2
+        out.add(d)
+    return sorted(out)
 
 
 def matryoshka_curve(model: Any, dims: Sequence[int], tasks: Any = ("STSBenchmark",), max_rows: int | None = None,
