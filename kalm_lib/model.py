@@ -122,6 +122,11 @@ class KaLMEmbedder(nn.Module):
         self.causal = bool(causal)
         self.name = name or getattr(backbone.config, "_name_or_path", None) or "kalm-embedder"
         set_bidirectional(self.backbone, causal=self.causal)
+        # An embedder never decodes: without this every forward fills a KV cache (a copy of each layer's
+        # keys and values), about 3% of encode time on the smoke model (benchmarks/bench_encode.py);
+        # sentence-transformers turns it off the same way when it loads a model.
+        if hasattr(self.backbone.config, "use_cache"):
+            self.backbone.config.use_cache = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
