@@ -175,7 +175,6 @@ def _rows(task, task_result, model_name: str, dim: int | None, seconds: float) -
     meta = task.metadata
     spec = SPECS.get(meta.name) if getattr(task, "local_spec", None) is not None else None
     cap = getattr(task, "max_rows", None)
-    language = spec.language if spec else _lang(meta.eval_langs)
     primary = main_split(list(task_result.scores))
     out = []
     for split, entries in task_result.scores.items():
@@ -186,7 +185,7 @@ def _rows(task, task_result, model_name: str, dim: int | None, seconds: float) -
                 "task": meta.name,
                 "mteb_task": (spec.mteb_name if spec else meta.name),
                 "task_type": meta.type,
-                "language": language,
+                "language": spec.language if spec else _lang(entry.get("languages") or meta.eval_langs),
                 "split": split,
                 "subset": entry.get("hf_subset", "default"),
                 "main_split": split == primary,
@@ -202,8 +201,9 @@ def _rows(task, task_result, model_name: str, dim: int | None, seconds: float) -
     return out
 
 
-def _lang(eval_langs) -> str:
-    langs = eval_langs if isinstance(eval_langs, list) else [x for v in eval_langs.values() for x in v]
+def _lang(langs) -> str:
+    """"en" / "zh" from the evaluated subset's ISO codes (e.g. ["eng-Latn"]), else the first code."""
+    langs = langs if isinstance(langs, list) else [x for v in langs.values() for x in v]
     first = langs[0] if langs else ""
     return {"eng": "en", "cmn": "zh", "zho": "zh"}.get(first.split("-")[0], first)
 
