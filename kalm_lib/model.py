@@ -214,7 +214,7 @@ class KaLMEmbedder(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return mean_pool(out.last_hidden_state, attention_mask)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # as sentence-transformers: no autograd bookkeeping at all (~2% on the smoke model)
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, max_length: int | None = None,
                dim: int | None = None, instruction: str | None = None, symmetric: bool = False,
                normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
