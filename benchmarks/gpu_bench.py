@@ -236,8 +236,12 @@ def main(argv=None) -> int:
     # the peer's bf16 path as SentenceTransformerTrainer sets it up: accelerate's autocast around forward
     peer_acc = Accelerator(mixed_precision="bf16", cpu=not cuda)
     st = peer_acc.prepare_model(st)
-    print(f"peer: {type(st).__name__} loaded from the saved folder, attention "
-          f"{getattr(st[0], 'auto_model', getattr(st[0], 'model', None)).config._attn_implementation}; "
+    try:
+        inner = getattr(st[0], "auto_model", None) or getattr(st[0], "model")
+        attn = inner.config._attn_implementation
+    except Exception:  # noqa: BLE001 - informational only
+        attn = "?"
+    print(f"peer: {type(st).__name__} loaded from the saved folder, attention {attn}; "
           f"setup {time.perf_counter() - t_start:.0f} s; peak bf16 FLOP/s: {_peak() or 'n/a (not a known GPU)'}")
 
     rng = np.random.default_rng(0)
@@ -266,6 +270,9 @@ def main(argv=None) -> int:
                                                      rounds=rounds, warmup=2, device=device, sync=sync, bf16=True))
                 break
             except torch.cuda.OutOfMemoryError:
+                for m in (kalm, st):  # a step that ran out of memory leaves its gradients behind
+                    for prm in m.parameters():
+                        prm.grad = None
                 gc.collect()
                 torch.cuda.empty_cache()
                 if b <= 2:
