@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
           f"same embeddings on both sides (max |Δ| {diff:.1e})")
     ds = C.smoke_training_set(kalm.tokenizer)
     print(f"   data: {len(ds)} examples from {len(set(ds.tasks))} local datasets, 1 hard negative each")
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 7)
     warm = 1
     results = []
     if args.only in (None, "mnrl"):
