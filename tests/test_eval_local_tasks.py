@@ -29,6 +29,15 @@ def test_every_mirrored_dataset_is_a_task(data_dir):
     assert set(SMOKE_SUITE) <= set(LOCAL_SUITE)
 
 
+def test_overview_suite_covers_every_type_in_both_languages():
+    from kalm_lib.evaluation import OVERVIEW_SUITE
+
+    assert set(OVERVIEW_SUITE) <= set(LOCAL_SUITE)
+    covered = {(SPECS[t].language, get_local_task(t).metadata.type) for t in OVERVIEW_SUITE}
+    every = {(s.language, get_local_task(s.name).metadata.type) for s in LOCAL_TASK_SPECS}
+    assert covered == every
+
+
 @pytest.mark.parametrize("spec", LOCAL_TASK_SPECS, ids=lambda s: s.name)
 def test_subclasses_the_matching_mteb_task(spec):
     task, base = get_local_task(spec.name), mteb.get_task(spec.base)

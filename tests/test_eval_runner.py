@@ -73,3 +73,27 @@ def test_matryoshka_curve_and_dims(tiny, tmp_path, capsys):
     assert matryoshka_dims("smoke", tmp_path, 48) == [24, 32, 48]  # a halving fills in the third point
     assert stage_checkpoints(tmp_path) == {}
     assert capsys.readouterr().out.count("skipped") == 3
+
+
+@pytest.mark.parametrize("final_tasks,expected", [
+    (None, "LOCAL_SUITE"), ("overview", "OVERVIEW_SUITE"), (["STSB"], ["STSB"]), ({"STSB": 5}, {"STSB": 5}),
+    ("MTEB(eng, v1)", "MTEB(eng, v1)"),
+])
+def test_final_suite_reads_the_profile(monkeypatch, final_tasks, expected):
+    import kalm_lib.config
+    from kalm_lib import evaluation as ev
+
+    monkeypatch.setattr(kalm_lib.config, "load_profile",
+                        lambda p: {"eval": {"final_tasks": final_tasks, "final_max_rows": 7}})
+    tasks, cap = ev.final_suite("any")
+    want = getattr(ev, expected) if isinstance(expected, str) and hasattr(ev, expected) else expected
+    assert tasks == (list(want) if isinstance(want, list) else want) and cap == 7
+
+
+def test_final_suite_rejects_unknown_names(monkeypatch):
+    import kalm_lib.config
+    from kalm_lib import evaluation as ev
+
+    monkeypatch.setattr(kalm_lib.config, "load_profile", lambda p: {"eval": {"final_tasks": "everything"}})
+    with pytest.raises(ValueError, match="eval.final_tasks='everything'"):
+        ev.final_suite("any")

@@ -18,7 +18,9 @@ from .local_tasks import (
     LOCAL_SUITE_EN,
     LOCAL_SUITE_ZH,
     LOCAL_TASK_SPECS,
+    OVERVIEW_SUITE,
     SMOKE_SUITE,
+    SUITES,
     LocalDataError,
     get_local_task,
 )
@@ -49,7 +51,7 @@ from .tables import (
 __all__ = [
     "BENCHMARKS", "COMPLETE_TASKS", "KALM_QUERY_TEMPLATE", "KaLMEncoder", "KaLM_v2_task_prompts", "LOCAL_SUITE",
     "LOCAL_SUITE_EN", "LOCAL_SUITE_ZH", "LOCAL_TASK_SPECS", "LocalDataError", "MTEB_CMN_V1", "MTEB_ENG_V1",
-    "RESULT_COLUMNS", "SMOKE_SUITE", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
+    "OVERVIEW_SUITE", "RESULT_COLUMNS", "SMOKE_SUITE", "SUITES", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
     "evaluate_model", "get_local_task", "load_model", "load_paper_results", "main_scores", "main_split", "mtk",
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",

@@ -137,6 +137,18 @@ SMOKE_SUITE: dict[str, int | None] = {
 """Fast "before/after" tasks for training notebooks: task → row cap (None = full). About a minute
 with a tiny model on CPU. Iterate it as a dict (``evaluate_model(m, tasks=SMOKE_SUITE)``) to keep the caps."""
 
+OVERVIEW_SUITE: dict[str, int | None] = {
+    "STSBenchmark": 300, "SICK-R": 300, "Banking77Classification": 500, "Banking77Clustering-local": 500,
+    "MRPC-local": 300, "TrecQA-local": 30, "SciFact": 50,
+    "STSB": 300, "Ocnli": 300, "THUCNews-local": 500, "CLSClusteringS2S-9k": 500, "CMRC2018Retrieval-local": 50,
+}
+"""Every task type in each language, capped: the evaluation notebook's suite for the smoke profile
+(a few minutes with tiny models and the MiniLM teacher). Not comparable with MTEB (row caps)."""
+
+SUITES: dict[str, Any] = {"local": LOCAL_SUITE, "local-en": LOCAL_SUITE_EN, "local-zh": LOCAL_SUITE_ZH,
+                          "complete": COMPLETE_TASKS, "smoke": SMOKE_SUITE, "overview": OVERVIEW_SUITE}
+"""Named suites, e.g. for a profile's ``eval.final_tasks: overview``."""
+
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """The data mirror: ``path`` or ``$KALM_DATA_DIR``."""

@@ -28,15 +28,27 @@ def stage_checkpoints(run_dir: str | os.PathLike, stages: Sequence[str] = STAGES
 
 
 def final_suite(profile: str) -> tuple[Any, int | None]:
-    """The profile's final evaluation tasks and row cap (``eval.final_tasks`` / ``eval.final_max_rows``);
-    ``final_tasks: null`` means the whole local suite."""
+    """The profile's final evaluation tasks and row cap (``eval.final_tasks`` / ``eval.final_max_rows``).
+
+    ``final_tasks`` is a list of task names, a ``{task: row cap}`` mapping, a suite name from
+    ``local_tasks.SUITES`` ("overview", "smoke", "local", "complete", ...), a benchmark name, or null
+    (the whole local suite)."""
     from kalm_lib.config import load_profile
 
-    from .local_tasks import LOCAL_SUITE
+    from .benchmarks import BENCHMARKS
+    from .local_tasks import LOCAL_SUITE, SUITES
 
     ev = load_profile(profile).get("eval") or {}
     tasks = ev.get("final_tasks")
-    return (list(LOCAL_SUITE) if tasks is None else tasks), ev.get("final_max_rows")
+    if tasks is None:
+        tasks = LOCAL_SUITE
+    elif isinstance(tasks, str) and tasks not in BENCHMARKS:
+        if tasks not in SUITES:
+            raise ValueError(f"configs/{profile}: eval.final_tasks={tasks!r} is not a suite "
+                             f"({', '.join(SUITES)}), a benchmark ({', '.join(BENCHMARKS)}) or a list of tasks")
+        tasks = SUITES[tasks]
+    return (dict(tasks) if isinstance(tasks, dict) else list(tasks) if not isinstance(tasks, str) else tasks,
+            ev.get("final_max_rows"))
 
 
 def untrained_student(profile: str, run_dir: str | os.PathLike):
