@@ -63,12 +63,17 @@ def test_reuse_takes_earlier_rows_of_a_fixed_model(tiny, tmp_path):
     assert recapped.max_rows.tolist() == [25]  # a different cap is evaluated, not reused
 
 
-def test_matryoshka_curve_and_dims(tiny, tmp_path, capsys):
+def test_matryoshka_curve_and_dims(tiny, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import kalm_lib.config
     from kalm_lib.evaluation import matryoshka_curve, matryoshka_dims, stage_checkpoints
 
     curve = matryoshka_curve(tiny, [16, 64], tasks={"STSBenchmark": 20}, model_name="t/m")
     assert curve.dim.tolist() == [16, 64] and curve.task.tolist() == ["STSBenchmark"] * 2
     assert curve.main_score.iloc[0] != curve.main_score.iloc[1]
+    cfg = SimpleNamespace(objective={"matryoshka_dims": [256, 128, 64, 32]})
+    monkeypatch.setattr(kalm_lib.config, "stage_config", lambda *a, **k: cfg)
     assert matryoshka_dims("smoke", tmp_path, 256) == [32, 64, 128, 256]
     assert matryoshka_dims("smoke", tmp_path, 48) == [24, 32, 48]  # a halving fills in the third point
     assert stage_checkpoints(tmp_path) == {}

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .benchmarks import BENCHMARKS, benchmark_tasks, main_split
 from .encoder import KaLMEncoder
-from .local_tasks import SPECS, get_local_task, is_local_task
+from .local_tasks import SPECS, SUITES, get_local_task, is_local_task
 from .tables import slug, write_json, write_results
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,14 @@ RESULT_COLUMNS = ["model", "task", "mteb_task", "task_type", "language", "split"
 
 
 def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
-    """Task objects from names, a ``{name: row cap}`` dict, a benchmark name, or task objects.
+    """Task objects from names, a ``{name: row cap}`` dict, a suite name (``SUITES``), a benchmark name,
+    or task objects.
 
     Local names (``LOCAL_SUITE``) load from the mirror; any other name is a built-in mteb task
     (its data comes from the Hub). A per-task cap and the global ``max_rows`` combine as their minimum.
     """
+    if isinstance(tasks, str) and tasks in SUITES:
+        tasks = SUITES[tasks]
     if isinstance(tasks, str):
         if tasks in BENCHMARKS:
             if max_rows is not None:
