@@ -17,8 +17,9 @@ def plot_type_scores(df: pd.DataFrame, title: str = "Mean main score per task ty
     s = main_scores(df)
     sns.set_theme(style="whitegrid", context="notebook")
     langs = list(dict.fromkeys(s["language"])) if "language" in s else [None]
-    fig, axes = plt.subplots(1, len(langs), figsize=(6.5 * len(langs), 4.5), squeeze=False)
-    for ax, lang in zip(axes[0], langs):
+    # one row per language, 7 in wide, so the figure stays legible at the book's text width
+    fig, axes = plt.subplots(len(langs), 1, figsize=(7, 4.2 * len(langs)), squeeze=False)
+    for ax, lang in zip(axes[:, 0], langs):
         d = s if lang is None else s[s["language"] == lang]
         d = d.groupby(["model", "task_type"], sort=False, as_index=False)["score"].mean()
         sns.barplot(data=d, x="task_type", y="score", hue="model", ax=ax)
