@@ -147,6 +147,21 @@ def build_pair(tiny: dict | None = None, seed: int = 0, max_length: int = 64, to
     return kalm, st, folder
 
 
+def st_backbone(st):
+    """The Hugging Face model inside a SentenceTransformer's first (Transformer) module."""
+    return getattr(st[0], "auto_model", None) or st[0].model
+
+
+def kalm_on(st, tokenizer, max_length: int):
+    """A KaLMEmbedder around the peer's own backbone module: the two sides then run the very same
+    parameter tensors, so the comparison measures the libraries' code paths and not where each copy of
+    the weights happens to sit in memory (on the shared CPU machine, two separately allocated copies of
+    the same weights encoded up to ±10% apart, in either direction, from one process to the next)."""
+    from kalm_lib.model import KaLMEmbedder
+
+    return KaLMEmbedder(st_backbone(st), tokenizer, max_length=max_length, name="kalm-on-peer-weights")
+
+
 def check_same_model(kalm, st, texts: list[str], atol: float = 1e-4) -> float:
     """Max |Δ| between the two sides' normalised embeddings of ``texts`` (proves the peer runs our model)."""
     import numpy as np

@@ -1,7 +1,9 @@
 """Encoding throughput: ``KaLMEmbedder.encode`` against ``SentenceTransformer.encode``, same model, same texts.
 
-Equal work: the peer is loaded from the folder ``KaLMEmbedder.save`` wrote (same weights, bidirectional,
-mean pooling, L2 norm); both encode the same real, mixed-length STS Benchmark test sentences with the same
+Equal work: the peer is loaded from the folder ``KaLMEmbedder.save`` wrote (bidirectional, mean pooling,
+L2 norm) and the kalm side is a ``KaLMEmbedder`` around that same backbone module, so both run the very same
+parameter tensors (see ``_common.kalm_on``); both encode the same real, mixed-length STS Benchmark test
+sentences with the same
 batch size and max length, both sort by character length before batching (so their batches hold the
 same texts), both return normalised float32 numpy arrays; the outputs are compared (max |Δ|).
 Rounds alternate kalm/peer (ABBA) after a warm-up round.
@@ -33,7 +35,9 @@ def main(argv=None) -> dict:
 
     info = C.print_header("encoding throughput: KaLMEmbedder.encode vs SentenceTransformer.encode")
     torch.manual_seed(0)
-    kalm, st, _ = C.build_pair(max_length=args.max_len)
+    own, st, _ = C.build_pair(max_length=args.max_len)
+    kalm = C.kalm_on(st, own.tokenizer, args.max_len)
+    del own
     kalm.eval()
     st.eval()
     n = 256 if args.quick else args.texts

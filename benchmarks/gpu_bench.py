@@ -11,8 +11,9 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
                 kalm StageTrainer step (bf16 autocast via accelerate) vs MNRL (the peer's model prepared by
                 accelerate with the same bf16 autocast, as SentenceTransformerTrainer does); AdamW, clip 1.0
   train-cached  GradCache: kalm gradcache_chunk_size=c vs CachedMNRL(mini_batch_size=c)
-  encode        KaLMEmbedder.encode vs SentenceTransformer.encode, both models loaded in bf16,
+  encode        KaLMEmbedder.encode vs SentenceTransformer.encode on the model loaded in bf16,
                 mixed-length texts (16..seq-len tokens)
+Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
 
@@ -118,6 +119,7 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
                               chunk=chunk, out_dir=Path(tmp), bf16="yes" if bf16 else "no")
         loss_fn, opt = T.make_peer(st, tau=0.05, lr=1e-5, chunk=chunk)
         opt = peer_acc.prepare_optimizer(opt) if peer_acc is not None else opt
+        first_loss = T.same_loss_check(trainer, st, loss_fn, batches[0])
         rec = {"kalm": [], "peer": []}
 
         def kalm_side(r):
@@ -146,7 +148,7 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
         res[f"{side}_padded_tokens_per_step"] = total
         res[f"{side}_mfu"] = fpt * total / t / peak if peak else None
     res["ratio"] = res["peer_step_s"] / res["kalm_step_s"]
-    res["first_loss"] = [rec["kalm"][0][0], rec["peer"][0][0]]
+    res["first_loss"] = list(first_loss)
     res["trainer_flops_per_token"] = flops_tok
     if device.type == "cuda":
         import torch
@@ -158,7 +160,7 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
     for side in ("kalm", "peer"):
         print(f"   {side:4s}: {res[f'{side}_tokens_per_s']:>10,.0f} tokens/s  {res[f'{side}_pairs_per_s']:7.1f} pairs/s  "
               f"step {res[f'{side}_step_s']:.3f} s  MFU {mfu(res[f'{side}_mfu'])}")
-    print(f"   ratio kalm/peer {res['ratio']:.3f}x; first loss kalm {res['first_loss'][0]:.4f} vs peer "
+    print(f"   ratio kalm/peer {res['ratio']:.3f}x; loss on batch 1, same weights: kalm {res['first_loss'][0]:.4f} vs peer "
           f"{res['first_loss'][1]:.4f}" + (f"; max memory {res['max_memory_gb']:.1f} GB" if "max_memory_gb" in res else ""))
     return res
 
@@ -231,6 +233,13 @@ def main(argv=None) -> int:
     kalm.save(folder / "model")
     st = SentenceTransformer(str(folder / "model"), device=str(device))
     st.max_seq_length = seq_len
+    import _common as C
+
+    # both sides train the very same parameter tensors (each with its own AdamW state); see _common.kalm_on
+    kalm = C.kalm_on(st, kalm.tokenizer, seq_len)
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
     from accelerate import Accelerator
 
     # the peer's bf16 path as SentenceTransformerTrainer sets it up: accelerate's autocast around forward
@@ -289,10 +298,10 @@ def main(argv=None) -> int:
         if cuda:
             torch.cuda.empty_cache()
         dtype = torch.bfloat16
-        kalm_e = KaLMEmbedder.load(folder / "model", torch_dtype=dtype).to(device).eval()
         st_e = SentenceTransformer(str(folder / "model"), device=str(device), model_kwargs={"dtype": dtype})
         st_e.max_seq_length = seq_len
         st_e.eval()
+        kalm_e = C.kalm_on(st_e, st_e.tokenizer, seq_len).eval()
         enc_lens = rng.integers(16, seq_len + 1, size=n_enc)
         etexts = synth_texts(kalm_e.tokenizer, words, n_enc, enc_lens, rng)
         n_tok = sum(min(int(x), seq_len) for x in enc_lens)
@@ -304,8 +313,6 @@ def main(argv=None) -> int:
 
         def p_enc(_r):
             out["peer"] = st_e.encode(etexts, batch_size=bs, show_progress_bar=False, convert_to_numpy=True)
-
-        import _common as C
 
         wall, _ = C.interleave({"kalm": k_enc, "peer": p_enc}, rounds=3, warmup=1, sync=sync)
         diff = float(np.abs(out["kalm"] - out["peer"].astype(np.float32)).max())
