@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     def peer_side(_r):
         out["peer"] = st.encode(texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_numpy=True)
 
-    rounds = args.rounds or (2 if args.quick else 4)
+    rounds = args.rounds or (2 if args.quick else 8)
     times, cpu = C.interleave({"kalm": kalm_side, "peer": peer_side}, rounds=rounds, warmup=1)
     diff = float(np.abs(out["kalm"] - out["peer"]).max())
     r = C.speed_ratio(times["kalm"], times["peer"])

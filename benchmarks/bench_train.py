@@ -169,12 +169,15 @@ def sampler_batches(dataset, batch_size: int, n: int, seed: int = 0) -> list[lis
 
 
 def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: int | None, max_len: int,
-               rounds: int, warmup: int, tau: float = 0.05, lr: float = 1e-4) -> dict:
+               rounds: int, warmup: int, per_round: int = 3, tau: float = 0.05, lr: float = 1e-4) -> dict:
+    """One configuration. A round = one training step on each of the same ``per_round`` batches, so that
+    every round (of either side) does the same work and round times can be compared as medians; the
+    batches come from kalm's length-grouped sampler and differ in length (1-3 s per step here)."""
     import copy
 
-    batches = sampler_batches(dataset, batch_size, warmup + rounds)
-    if len(batches) < warmup + rounds:
-        raise RuntimeError(f"only {len(batches)} batches of {batch_size}; need {warmup + rounds}")
+    batches = sampler_batches(dataset, batch_size, per_round)
+    if len(batches) < per_round:
+        raise RuntimeError(f"only {len(batches)} batches of {batch_size}; need {per_round}")
     # each config starts from a fresh copy of the initial weights, shared by both sides
     st_copy = copy.deepcopy(st)
     kalm_copy = C.kalm_on(st_copy, kalm_model.tokenizer, max_len)
@@ -185,29 +188,27 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
         first_loss = same_loss_check(trainer, st_copy, loss_fn, batches[0])
         rec = {"kalm": [], "peer": []}
 
-        def kalm_side(r):
-            rec["kalm"].append(kalm_step(trainer, batches[r], 1))
+        def kalm_side(_r):
+            rec["kalm"].append([kalm_step(trainer, b, 1) for b in batches])
 
-        def peer_side(r):
-            rec["peer"].append(peer_step(st_copy, loss_fn, opt, batches[r], 1))
+        def peer_side(_r):
+            rec["peer"].append([peer_step(st_copy, loss_fn, opt, b, 1) for b in batches])
 
         times, cpu = C.interleave({"kalm": kalm_side, "peer": peer_side}, rounds=rounds, warmup=warmup)
-    real_k = [x[1] for x in rec["kalm"]][warmup:]
-    real_p = [x[1] for x in rec["peer"]][warmup:]
-    tot_k = [x[2] for x in rec["kalm"]][warmup:]
-    tot_p = [x[2] for x in rec["peer"]][warmup:]
+    # tokens per round (identical in every round: the same batches)
+    real_k, real_p = (sum(x[1] for x in rec[s][-1]) for s in ("kalm", "peer"))
+    tot_k, tot_p = (sum(x[2] for x in rec[s][-1]) for s in ("kalm", "peer"))
     if real_k != real_p:
-        print(f"   WARNING: real token counts differ: kalm {sum(real_k)} vs peer {sum(real_p)}")
+        print(f"   WARNING: real token counts differ: kalm {real_k} vs peer {real_p}")
+    pairs = batch_size * len(batches)
+    tk, tp = statistics.median(times["kalm"]), statistics.median(times["peer"])
     res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "max_len": max_len, "tau": tau,
-           "rounds": rounds, "warmup": warmup,
-           "kalm_step_s_median": statistics.median(times["kalm"]), "peer_step_s_median": statistics.median(times["peer"]),
-           "kalm_pairs_per_s": batch_size / statistics.median(times["kalm"]),
-           "peer_pairs_per_s": batch_size / statistics.median(times["peer"]),
-           # both sides process identical token counts, so tokens/s = mean real tokens per step / median step
-           "kalm_tokens_per_s": sum(real_k) / len(real_k) / statistics.median(times["kalm"]),
-           "peer_tokens_per_s": sum(real_p) / len(real_p) / statistics.median(times["peer"]),
-           "real_tokens_per_step_mean": sum(real_k) / len(real_k),
-           "padding_fraction_kalm": 1 - sum(real_k) / sum(tot_k), "padding_fraction_peer": 1 - sum(real_p) / sum(tot_p),
+           "rounds": rounds, "warmup": warmup, "batches_per_round": len(batches),
+           "kalm_round_s_median": tk, "peer_round_s_median": tp,
+           "kalm_pairs_per_s": pairs / tk, "peer_pairs_per_s": pairs / tp,
+           "kalm_tokens_per_s": real_k / tk, "peer_tokens_per_s": real_p / tp,
+           "real_tokens_per_round": real_k, "padded_tokens_per_round_kalm": tot_k, "padded_tokens_per_round_peer": tot_p,
+           "padding_fraction_kalm": 1 - real_k / tot_k, "padding_fraction_peer": 1 - real_p / tot_p,
            "first_loss_kalm": first_loss[0], "first_loss_peer": first_loss[1],
            "first_loss_abs_diff": abs(first_loss[0] - first_loss[1]),
            **C.speed_ratio(times["kalm"], times["peer"]),
@@ -215,19 +216,20 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
            "times_kalm": times["kalm"], "times_peer": times["peer"], "cpu_kalm": cpu["kalm"], "cpu_peer": cpu["peer"]}
     fused = [getattr(getattr(o, "optimizer", o), "defaults", {}).get("fused") for o in (trainer.optimizer, opt)]
     res["fused_adamw"] = {"kalm": fused[0], "peer": fused[1]}
-    print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, "
-          f"GradCache chunk {chunk}, {rounds} timed rounds after {warmup} warm-up; AdamW fused: kalm {fused[0]}, "
-          f"peer {fused[1]}")
+    print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, GradCache chunk {chunk}; "
+          f"{rounds} timed rounds of {len(batches)} steps after {warmup} warm-up round; AdamW fused: kalm "
+          f"{fused[0]}, peer {fused[1]}")
     print(f"   kalm_lib : {C.fmt(res['kalm_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['kalm_tokens_per_s'], 0):>8} tokens/s"
-          f"  (median step {res['kalm_step_s_median']:.3f} s)")
+          f"  (median round {tk:.2f} s)")
     print(f"   peer     : {C.fmt(res['peer_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['peer_tokens_per_s'], 0):>8} tokens/s"
-          f"  (median step {res['peer_step_s_median']:.3f} s)")
+          f"  (median round {tp:.2f} s)")
     print(f"   ratio kalm/peer = {res['ratio']:.3f}x  (per-round quartiles {res['round_ratio_q1']:.3f} / "
           f"{res['round_ratio_median']:.3f} / {res['round_ratio_q3']:.3f}); CPU-time ratio {res['cpu_time_ratio']:.3f}x;"
           "  target >= 1.0x")
     print(f"   equal work: loss on batch 1, same weights: kalm {first_loss[0]:.6f} vs peer {first_loss[1]:.6f} "
-          f"(|Δ| {res['first_loss_abs_diff']:.1e}); real tokens/step {res['real_tokens_per_step_mean']:.0f} "
-          f"(identical: {real_k == real_p}); padding {res['padding_fraction_kalm']:.1%} vs {res['padding_fraction_peer']:.1%}")
+          f"(|Δ| {res['first_loss_abs_diff']:.1e}); real tokens/round {real_k} (identical: {real_k == real_p}); "
+          f"padded tokens/round {tot_k} vs {tot_p} (padding {res['padding_fraction_kalm']:.1%} vs "
+          f"{res['padding_fraction_peer']:.1%})")
     return res
 
 
@@ -250,7 +252,7 @@ def main(argv=None) -> dict:
           f"same embeddings on both sides (max |Δ| {diff:.1e})")
     ds = C.smoke_training_set(kalm.tokenizer)
     print(f"   data: {len(ds)} examples from {len(set(ds.tasks))} local datasets, 1 hard negative each")
-    rounds = args.rounds or (2 if args.quick else 9)
+    rounds = args.rounds or (2 if args.quick else 4)
     warm = 1
     results = []
     if args.only in (None, "mnrl"):
