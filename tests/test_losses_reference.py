@@ -2,7 +2,7 @@
 
 Every reference works on python loops over queries and candidates with scalar torch ops (float64), so autograd
 gives reference gradients too. The tests at the bottom pin the references themselves to hand-computed values.
-Other test_losses_*.py files load this module by file path (their `_reference()`), independent of sys.path.
+Other test_losses_*.py files import this module as `R` (pytest puts tests/ on sys.path).
 """
 
 from __future__ import annotations
