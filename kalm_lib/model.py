@@ -186,10 +186,10 @@ class KaLMEmbedder(nn.Module):
         cfg.update(overrides)
         config = Qwen2Config(**cfg)
         config._attn_implementation = attn_implementation
-        devnull_state = torch.random.get_rng_state()
+        caller_rng = torch.random.get_rng_state()
         torch.manual_seed(seed)
         backbone = Qwen2Model(config)
-        torch.random.set_rng_state(devnull_state)  # do not disturb the caller's RNG stream
+        torch.random.set_rng_state(caller_rng)  # do not disturb the caller's RNG stream
         return cls(backbone, tok, max_length=max_length, causal=causal, name=f"tiny-qwen2-seed{seed}")
 
     # ------------------------------------------------------------------ properties
@@ -216,16 +216,14 @@ class KaLMEmbedder(nn.Module):
 
     @torch.inference_mode()  # as sentence-transformers: no autograd bookkeeping at all (~2% on the smoke model)
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, max_length: int | None = None,
-               dim: int | None = None, instruction: str | None = None, symmetric: bool = False,
+               dim: int | None = None, instruction: str | None = None,
                normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
         """Embed ``texts`` for inference: float32 (N×dim), L2-normalised, in the input order.
 
         Texts are sorted by length so that each batch holds similar lengths (less padding), then the
-        results are put back in the caller's order. ``instruction`` applies the KaLM query template;
-        ``symmetric`` is accepted for API symmetry with pairs (both sides of a symmetric task are
-        encoded with the instruction, which is what passing ``instruction`` does).
+        results are put back in the caller's order. ``instruction`` applies the KaLM query template to
+        every text; for a symmetric task, pass it when encoding both sides (see ``format_pair``).
         """
-        del symmetric  # the caller chooses per side; with an instruction every text is instructed
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if dim is not None and not 0 < dim <= self.embedding_dim:

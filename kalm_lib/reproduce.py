@@ -52,9 +52,9 @@ def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
     from kalm_lib.config import load_profile
 
     known = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
-    params = {"profile": profile, "run_dir": str(run_dir), "output_dir": str(run_dir / name)}
-    params.update((load_profile(profile).get("notebooks") or {}).get(name) or {})
-    unknown = sorted(set((load_profile(profile).get("notebooks") or {}).get(name) or {}) - known)
+    overrides = (load_profile(profile).get("notebooks") or {}).get(name) or {}
+    params = {"profile": profile, "run_dir": str(run_dir), "output_dir": str(run_dir / name), **overrides}
+    unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"configs/{profile}/profile.yaml: notebooks.{name} sets {unknown}, "
                          f"which are not parameters of notebooks/{name}.ipynb ({sorted(known)})")
