@@ -9,8 +9,10 @@ Batches: kalm's own ``TaskBatchSampler`` over one epoch with ``group_by_length``
 sentence-transformers' default ``BatchSamplers.BATCH_SAMPLER`` gives: the peer here) and on. Padding is
 counted by kalm's own ``StepRunner._features``, i.e. exactly the tensors a training step embeds:
 
-  plain      queries padded together, positives + negatives padded together
-  GradCache  sub-batches of ``--chunk`` texts, each side sorted by length first (kalm_lib/train.py)
+  plain        queries padded together, positives + negatives padded together
+  sub-batched  the plain step with ``optim.sub_batch_size = --chunk``: each side sorted by length, then
+               cut into sub-batches of ``--chunk`` texts, each padded to its own longest text
+  GradCache    ``optim.gradcache_chunk_size = --chunk``: the same sorted sub-batches (kalm_lib/train.py)
 
 padding fraction = 1 − real tokens / embedded tokens, over the epoch. Target: ≤ 10% with grouping.
 
@@ -56,7 +58,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fewer rows and batches")
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--stages", default="finetune,pretrain")
-    ap.add_argument("--chunk", type=int, default=16, help="GradCache sub-batch size for the third row")
+    ap.add_argument("--chunk", type=int, default=16, help="sub-batch size of the sub-batched and GradCache rows")
     ap.add_argument("--max-batches", type=int, default=40,
                     help="batches measured per row (the sampler's batch order is shuffled, so these are a "
                          "random sample of the epoch; 0 = the whole epoch)")
@@ -82,26 +84,32 @@ def main(argv=None) -> dict:
                "batch_size": b, "query_max_len": d.query_max_len, "passage_max_len": d.passage_max_len,
                "chunk": args.chunk}
         plain = copy.deepcopy(cfg)
-        plain.optim.gradcache_chunk_size = None
-        cached = copy.deepcopy(cfg)
+        plain.optim.gradcache_chunk_size = plain.optim.sub_batch_size = None
+        sub = copy.deepcopy(plain)
+        sub.optim.sub_batch_size = args.chunk
+        cached = copy.deepcopy(plain)
         cached.optim.gradcache_chunk_size = args.chunk
         limit = 20 if args.quick else (args.max_batches or None)
-        for key, c, group in (("random", plain, False), ("grouped", plain, True), ("grouped_gradcache", cached, True)):
+        for key, c, group in (("random", plain, False), ("grouped", plain, True),
+                              ("grouped_sub_batches", sub, True), ("grouped_gradcache", cached, True)):
             runner = StepRunner(None, kalm, None, c)
             row[key] = measure(runner, ds, group=group, batch_size=b, num_negatives=m, max_batches=limit)
         print(f"-- {args.profile}/{stage}: M={m}, {len(ds)} examples from {row['datasets']} datasets, batch {b}, "
               f"max len {d.query_max_len}/{d.passage_max_len}, {row['grouped']['batches']} batches measured per row")
         for name, key in (("random batches (peer)", "random"), ("length-grouped", "grouped"),
+                          (f"grouped + sub-batches {args.chunk}", "grouped_sub_batches"),
                           (f"grouped + GradCache {args.chunk}", "grouped_gradcache")):
             x = row[key]
             print(f"   {name:24s}: padding {x['padding_fraction']:6.1%} of embedded tokens (per-batch median "
                   f"{x['median_batch_padding']:.1%}, max {x['max_batch_padding']:.1%}; queries "
                   f"{x['query_padding']:.1%}, passages {x['passage_padding']:.1%})")
-        g, r, gc = row["grouped"], row["random"], row["grouped_gradcache"]
+        g, r, sb, gc = row["grouped"], row["random"], row["grouped_sub_batches"], row["grouped_gradcache"]
+        met = {k: "MET" if x["padding_fraction"] <= 0.10 else "MISSED" for k, x in
+               (("plain", g), ("sub", sb), ("gc", gc))}
         print(f"   embedded tokens vs random batches: grouped {g['embedded_tokens'] / r['embedded_tokens']:.3f}x, "
+              f"grouped+sub-batches {sb['embedded_tokens'] / r['embedded_tokens']:.3f}x, "
               f"grouped+GradCache {gc['embedded_tokens'] / r['embedded_tokens']:.3f}x; target <= 10% with grouping: "
-              f"plain {'MET' if g['padding_fraction'] <= 0.10 else 'MISSED'}, "
-              f"GradCache {'MET' if gc['padding_fraction'] <= 0.10 else 'MISSED'}")
+              f"plain {met['plain']}, plain + sub-batches {met['sub']}, GradCache {met['gc']}")
         results.append(row)
     out = {"machine": info, "command": "benchmarks/bench_padding.py" + (" --quick" if args.quick else ""),
            "results": results}

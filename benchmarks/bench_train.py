@@ -17,6 +17,9 @@ Equal work, term by term:
              are printed side by side, computed by each library on the first batch with the same weights
              before the timed steps (they agree to float round-off)
   GradCache  kalm optim.gradcache_chunk_size=c vs CachedMultipleNegativesRankingLoss(mini_batch_size=c)
+  sub-batch  kalm optim.sub_batch_size=c (plain step, each side embedded in length-sorted sub-batches of c,
+             one backward) vs plain MNRL: the same loss terms and real tokens, fewer padded tokens on
+             kalm's side (sentence-transformers has no such option; this row measures what it buys)
   update     clip the global grad norm at 1.0, fused AdamW on both sides (same lr, betas, eps, weight
              decay; StageTrainer's optimizer and SentenceTransformerTrainer's default), zero_grad
 kalm's step is the body of ``StageTrainer.run`` (Batch.from_examples → StepRunner → clip → AdamW →
@@ -44,7 +47,7 @@ def _peer_columns(examples: list[dict], num_negatives: int) -> list[list[str]]:
     return cols
 
 
-def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf16="no"):
+def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf16="no", sub_batch=None):
     """A real StageTrainer around ``kalm`` (model, AdamW, scheduler, accelerate, StepRunner)."""
     from kalm_lib.config import config_from_dict
     from kalm_lib.train import StageTrainer
@@ -56,7 +59,7 @@ def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf
                       "mix_listwise": False, "matryoshka_dims": None, "distill_weight": 0.0},
         # max_steps huge + no warm-up: the linear schedule keeps lr ≈ constant, like the peer's.
         "optim": {"lr": lr, "batch_size": batch_size, "max_steps": 10**9, "warmup_ratio": 0.0, "grad_clip": 1.0,
-                  "gradcache_chunk_size": chunk, "bf16": bf16, "weight_decay": 0.01},
+                  "gradcache_chunk_size": chunk, "sub_batch_size": sub_batch, "bf16": bf16, "weight_decay": 0.01},
         "progress_bar": False})
     return StageTrainer(cfg, dataset=dataset, model=kalm)
 
@@ -169,7 +172,8 @@ def sampler_batches(dataset, batch_size: int, n: int, seed: int = 0) -> list[lis
 
 
 def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: int | None, max_len: int,
-               rounds: int, warmup: int, per_round: int = 3, tau: float = 0.05, lr: float = 1e-4) -> dict:
+               rounds: int, warmup: int, per_round: int = 3, tau: float = 0.05, lr: float = 1e-4,
+               sub_batch: int | None = None) -> dict:
     """One configuration. A round = one training step on each of the same ``per_round`` batches, so that
     every round (of either side) does the same work and round times can be compared as medians; the
     batches come from kalm's length-grouped sampler and differ in length (1-3 s per step here)."""
@@ -183,7 +187,7 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
     kalm_copy = C.kalm_on(st_copy, kalm_model.tokenizer, max_len)
     with tempfile.TemporaryDirectory(prefix="kalm-bench-run-") as tmp:
         trainer = make_kalm(kalm_copy, dataset, batch_size=batch_size, max_len=max_len, tau=tau, lr=lr,
-                            chunk=chunk, out_dir=Path(tmp))
+                            chunk=chunk, out_dir=Path(tmp), sub_batch=sub_batch)
         loss_fn, opt = make_peer(st_copy, tau=tau, lr=lr, chunk=chunk)
         first_loss = same_loss_check(trainer, st_copy, loss_fn, batches[0])
         rec = {"kalm": [], "peer": []}
@@ -202,7 +206,8 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
         print(f"   WARNING: real token counts differ: kalm {real_k} vs peer {real_p}")
     pairs = batch_size * len(batches)
     tk, tp = statistics.median(times["kalm"]), statistics.median(times["peer"])
-    res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "max_len": max_len, "tau": tau,
+    res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "sub_batch": sub_batch,
+           "max_len": max_len, "tau": tau,
            "rounds": rounds, "warmup": warmup, "batches_per_round": len(batches),
            "kalm_round_s_median": tk, "peer_round_s_median": tp,
            "kalm_pairs_per_s": pairs / tk, "peer_pairs_per_s": pairs / tp,
@@ -216,7 +221,8 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
            "times_kalm": times["kalm"], "times_peer": times["peer"], "cpu_kalm": cpu["kalm"], "cpu_peer": cpu["peer"]}
     fused = [getattr(getattr(o, "optimizer", o), "defaults", {}).get("fused") for o in (trainer.optimizer, opt)]
     res["fused_adamw"] = {"kalm": fused[0], "peer": fused[1]}
-    print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, GradCache chunk {chunk}; "
+    print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, GradCache chunk {chunk}, "
+          f"kalm sub-batch {sub_batch}; "
           f"{rounds} timed rounds of {len(batches)} steps after {warmup} warm-up round; AdamW fused: kalm "
           f"{fused[0]}, peer {fused[1]}")
     print(f"   kalm_lib : {C.fmt(res['kalm_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['kalm_tokens_per_s'], 0):>8} tokens/s"
@@ -238,7 +244,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run of the script)")
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--only", choices=("mnrl", "cached"), default=None, help="run one of the two configurations")
+    ap.add_argument("--only", choices=("mnrl", "mnrl-sub", "cached"), default=None,
+                    help="run one of the three configurations")
     args = ap.parse_args(argv)
     import torch
 
@@ -258,6 +265,9 @@ def main(argv=None) -> dict:
     if args.only in (None, "mnrl"):
         results.append(run_config("MNRL", kalm, st, ds, batch_size=32, chunk=None, max_len=args.max_len,
                                   rounds=rounds, warmup=warm))
+    if args.only in (None, "mnrl-sub"):
+        results.append(run_config("MNRL, kalm sub-batches 16", kalm, st, ds, batch_size=32, chunk=None,
+                                  max_len=args.max_len, rounds=rounds, warmup=warm, sub_batch=16))
     if args.only in (None, "cached"):
         results.append(run_config("CachedMNRL (GradCache)", kalm, st, ds, batch_size=32, chunk=16,
                                   max_len=args.max_len, rounds=rounds, warmup=warm))

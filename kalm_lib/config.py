@@ -55,6 +55,7 @@ class OptimConfig:
     epochs: float = 1.0
     grad_clip: float = 1.0
     gradcache_chunk_size: int | None = None    # None: plain backward; else GradCache with this sub-batch size
+    sub_batch_size: int | None = None  # plain step: embed each side in length-sorted sub-batches (less padding, same gradients)
     bf16: str = "auto"                 # "auto" = bf16 autocast on GPU only; "yes" / "no"
     gradient_checkpointing: bool = False
     adam_betas: tuple = (0.9, 0.999)

@@ -148,12 +148,14 @@ class StepRunner:
         """Tokenised sub-batches [(kind, rows, features)] and token counts (real, padded).
 
         ``rows`` holds the sub-batch's positions in its side's original order (queries; positives then
-        negatives). With GradCache each side is sorted by token length before it is cut into sub-batches,
-        so every sub-batch is padded only to its own longest text (benchmarks/bench_padding.py: at the
-        smoke profile this removes most of the padding that batch-level length grouping leaves, since
-        a query's positive and negatives have unrelated lengths); gradients are unchanged.
+        negatives). With GradCache, or on the plain step with ``optim.sub_batch_size``, each side is
+        sorted by token length before it is cut into sub-batches, so every sub-batch is padded only to
+        its own longest text (benchmarks/bench_padding.py: at the smoke profile this removes most of the
+        padding that batch-level length grouping leaves, since a query's positive and negatives have
+        unrelated lengths); gradients are unchanged. The plain step keeps every sub-batch's graph and
+        back-propagates once, so it saves padded tokens, not memory (that is GradCache's job).
         """
-        chunk = self.cfg.optim.gradcache_chunk_size
+        chunk = self.cfg.optim.gradcache_chunk_size or self.cfg.optim.sub_batch_size
         parts, real, total = [], 0, 0
         dev = self.kalm.device
         # Passages = positives then negatives (query-major).

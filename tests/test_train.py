@@ -61,8 +61,8 @@ def toy_config(tmp_path, **over):
 
 
 # --------------------------------------------------------------------------- GradCache
-def _grads_for(chunk, distill):
-    cfg = toy_config(Path("/tmp"), optim={"gradcache_chunk_size": chunk},
+def _grads_for(chunk, distill, sub_batch=None, with_tokens=False):
+    cfg = toy_config(Path("/tmp"), optim={"gradcache_chunk_size": chunk, "sub_batch_size": sub_batch},
                      objective={"distill_weight": 1.0} if distill else {})
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny).double()
     objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
@@ -70,8 +70,9 @@ def _grads_for(chunk, distill):
     runner = StepRunner(model, model, objective, cfg, accelerator=None, generator=gen)
     ds = ToyDataset(num_negatives=3, teacher=distill)
     batch = Batch.from_examples([ds[i] for i in range(8)], 3)
-    terms, _, _ = runner(batch)
-    return terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    terms, real, total = runner(batch)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return (terms, grads, (real, total)) if with_tokens else (terms, grads)
 
 
 @pytest.mark.parametrize("distill", [False, True])
@@ -82,6 +83,17 @@ def test_gradcache_equals_full_batch_gradient(distill):
     assert full.keys() == cached.keys() and len(full) > 5
     for name in full:
         torch.testing.assert_close(cached[name], full[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+def test_plain_sub_batches_equal_full_batch_gradient_with_less_padding():
+    """optim.sub_batch_size: length-sorted sub-batches on the plain step, one backward, same gradients."""
+    full_terms, full, (real, total) = _grads_for(None, True, with_tokens=True)
+    sub_terms, sub, (sub_real, sub_total) = _grads_for(None, True, sub_batch=3, with_tokens=True)
+    assert full_terms["loss"] == pytest.approx(sub_terms["loss"], abs=1e-10)
+    assert full.keys() == sub.keys() and len(full) > 5
+    for name in full:
+        torch.testing.assert_close(sub[name], full[name], atol=1e-6, rtol=1e-6, msg=name)
+    assert sub_real == real and sub_total < total  # same real tokens, fewer padded ones
 
 
 # --------------------------------------------------------------------------- resume
