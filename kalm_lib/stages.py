@@ -78,10 +78,13 @@ def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None) -
     cfg = stage_config(profile, "finetune", run_dir)
     out_dir = Path(cfg.data.mined_dir)
     rows, reports = [], {}
+    # the paper's ranks [50, 100) and top-50 consistency filter unless the profile says otherwise; a
+    # weak stage-1 model may need filter_topk: null (off) to keep enough examples
+    extra = {k: (tuple(m[k]) if k == "sample_range" else m[k]) for k in ("sample_range", "filter_topk") if k in m}
     for name in m["datasets"]:
         _, rep = mine_dataset(name, embedder, out_dir, max_rows=m.get("max_rows"),
                               corpus_limit=m.get("corpus_limit"),
-                              num_negatives=m.get("num_negatives", cfg.data.num_negatives), seed=cfg.seed)
+                              num_negatives=m.get("num_negatives", cfg.data.num_negatives), seed=cfg.seed, **extra)
         reports[name] = rep
         rows.append({"dataset": name, "queries": rep.n_queries, "kept": rep.n_kept, "filtered": rep.n_filtered,
                      "filter_rate": rep.n_filtered / max(rep.n_queries, 1), "corpus": rep.corpus_size,

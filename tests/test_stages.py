@@ -18,6 +18,33 @@ def _falls(run_dir, stage, key="loss"):
     assert last < 0.8 * first, f"{stage}: {key} did not fall ({first:.3f} -> {last:.3f})"
 
 
+def test_mining_options_reach_mine_dataset(tmp_path, monkeypatch):
+    """A profile's mining.sample_range / filter_topk are passed on; absent, mine_dataset's defaults apply."""
+    import kalm_lib.data as data
+    from kalm_lib.data.mining import MiningReport
+
+    seen = []
+
+    def fake_mine(name, embedder, out_dir, **kw):
+        seen.append(kw)
+        return [], MiningReport(name=name, n_queries=1, n_kept=1, n_filtered=0, corpus_size=1,
+                                sample_range=kw.get("sample_range", (50, 100)), filter_topk=kw.get("filter_topk", 50),
+                                seconds=0.0)
+
+    monkeypatch.setattr(data, "mine_dataset", fake_mine)
+    base = stages.load_profile("ci")
+    for mining, want in (({"sample_range": [10, 20], "filter_topk": None}, {"sample_range": (10, 20), "filter_topk": None}),
+                         ({}, {})):
+        plain = {k: v for k, v in base["mining"].items() if k not in ("sample_range", "filter_topk")}
+        prof = {**base, "mining": {**plain, **mining}}
+        monkeypatch.setattr(stages, "load_profile", lambda _p, prof=prof: prof)
+        seen.clear()
+        df = stages.mine_for_finetune("ci", tmp_path, embedder=object())
+        assert len(seen) == len(base["mining"]["datasets"]) == len(df)
+        for kw in seen:
+            assert {k: kw[k] for k in ("sample_range", "filter_topk") if k in kw} == want
+
+
 @pytest.mark.slow
 def test_three_stages_loss_falls(tmp_path):
     run = tmp_path / "run"
