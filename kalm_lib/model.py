@@ -209,9 +209,17 @@ class KaLMEmbedder(nn.Module):
         return dict(self.tokenizer(list(texts), padding=True, truncation=True,
                                    max_length=max_length or self.max_length, return_tensors="pt"))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
-        """Raw masked-mean-pooled embeddings e (B×d), not normalised."""
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """Raw masked-mean-pooled embeddings e (B×d), not normalised.
+
+        ``inputs_embeds`` (B×L×h) replaces the token lookup: the trainer looks up every sub-batch of a
+        step at once, so that the 152k-row embedding table gets one dense gradient per step, not one
+        per sub-batch."""
+        if inputs_embeds is not None:
+            out = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return mean_pool(out.last_hidden_state, attention_mask)
 
     @torch.inference_mode()  # as sentence-transformers: no autograd bookkeeping at all (~2% on the smoke model)
