@@ -168,15 +168,20 @@ def test_config_errors_are_clear(tmp_path):
 # --------------------------------------------------------------------------- two processes
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_two_process_step_equals_one_process(tmp_path):
-    """torchrun (gloo, 2 ranks × 4) gives the same loss and updated weights as 1 process × 8."""
+@pytest.mark.parametrize("sub_batch", [None, 3])
+def test_two_process_step_equals_one_process(tmp_path, sub_batch):
+    """torchrun (gloo, 2 ranks × 4) gives the same loss and updated weights as 1 process × 8; with
+    sub_batch, the plain step embeds length-sorted sub-batches from one token lookup (outside DDP's
+    forward), which must still have its gradient all-reduced."""
     script = ROOT / "tests" / "two_process_step.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     one = tmp_path / "one"
     two = tmp_path / "two"
-    subprocess.run([sys.executable, str(script), str(one)], check=True, env=env, timeout=300)
+    extra = [str(sub_batch)] if sub_batch else []
+    subprocess.run([sys.executable, str(script), str(one)] + extra, check=True, env=env, timeout=300)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    res = subprocess.run(torchrun + [str(script), str(two)], env=env, timeout=300, capture_output=True, text=True)
+    res = subprocess.run(torchrun + [str(script), str(two)] + extra, env=env, timeout=300, capture_output=True,
+                         text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "one.rank0").read_text().split() == ["1", "8"]
     for r in (0, 1):
