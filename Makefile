@@ -20,7 +20,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), KALM_DATA_DIR=$(KALM_DATA_DIR)"
+	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), FROM=<notebook> (reproduce from it on), KALM_DATA_DIR=$(KALM_DATA_DIR)"
 
 venv: $(STAMP)  ## create or refresh .venv from requirements.txt
 
@@ -41,8 +41,8 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline)
 test-fast: $(STAMP)  ## the tests not marked slow
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
-reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly, then build the book
-	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD)
+reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly (FROM=05_evaluate: from there on), then build the book
+	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD) $(if $(FROM),--from $(FROM))
 
 book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` output (no execution)
 	$(PY) -m kalm_lib book --build-dir $(BUILD)

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--profile", default="smoke")
     r.add_argument("--build-dir", default=None, help="default build/<profile>")
     r.add_argument("--no-book", action="store_true")
+    r.add_argument("--from", dest="start", default=None, metavar="NOTEBOOK",
+                   help="re-run from this notebook on (e.g. 05_evaluate), reusing the earlier ones' outputs")
 
     b = sub.add_parser("book", help="build the book from the latest reproduce output")
     b.add_argument("--build-dir", default="build/smoke")
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         from kalm_lib.reproduce import reproduce
 
-        reproduce(args.profile, args.build_dir or f"build/{args.profile}", build_book=not args.no_book)
+        reproduce(args.profile, args.build_dir or f"build/{args.profile}", build_book=not args.no_book,
+                  start=args.start)
         return 0
     if args.command == "book":
         from kalm_lib.book import build_book

@@ -62,19 +62,36 @@ def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
 
 
 def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[str] | None = None,
-                  kernel: str = "python3") -> dict:
-    """Execute the notebooks in order; raise SystemExit naming the first that fails."""
+                  kernel: str = "python3", start: str | None = None) -> dict:
+    """Execute the notebooks in order; raise SystemExit naming the first that fails.
+
+    ``start`` re-runs from that notebook on (e.g. after fixing it), on the outputs the earlier notebooks
+    left in ``build_dir``; their entries in run_info.json are kept, marked as from the earlier run.
+    """
     import papermill as pm
 
     from kalm_lib.config import load_profile
 
     load_profile(profile)  # fail early on an unknown profile
+    notebooks = list(notebooks or NOTEBOOKS)
+    if start is not None:
+        if start not in notebooks:
+            raise SystemExit(f"[reproduce] --from {start!r}: no such notebook (choose from {notebooks})")
+        notebooks = notebooks[notebooks.index(start):]
     build = Path(build_dir).resolve()
     out_dir, run_dir = build / "notebooks", build / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"profile": profile, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": _machine(), "commit": _commit(), "python": sys.version.split()[0], "notebooks": {}}
+    previous = build / "run_info.json"
+    if start is not None and previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("profile") != profile:
+            raise SystemExit(f"[reproduce] --from {start}: {previous} is a {old.get('profile')!r} run, not {profile!r}")
+        for name, rec in old.get("notebooks", {}).items():
+            if name not in notebooks:
+                info["notebooks"][name] = {**rec, "earlier_run": old.get("started"), "commit": old.get("commit")}
     env_root = os.environ.setdefault("KALM_PROJECT_ROOT", str(ROOT))
     # Headless runs log instead of drawing progress bars, which would fill the executed notebooks.
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -101,8 +118,8 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
     return info
 
 
-def reproduce(profile: str, build_dir: str | os.PathLike, build_book: bool = True) -> None:
-    info = run_notebooks(profile, build_dir)
+def reproduce(profile: str, build_dir: str | os.PathLike, build_book: bool = True, start: str | None = None) -> None:
+    info = run_notebooks(profile, build_dir, start=start)
     total = sum(v["seconds"] for v in info["notebooks"].values())
     print(f"[reproduce] all notebooks ran in {total / 60:.1f} min: "
           + ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in info["notebooks"].items()))

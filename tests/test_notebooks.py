@@ -41,3 +41,15 @@ def test_all_notebooks_run_under_papermill(tmp_path):
     for stage in ("pretrain", "finetune", "distill"):
         assert (run / stage / "final" / "modules.json").is_file(), stage
     assert (tmp_path / "build" / "run_info.json").is_file()
+    # re-run the last notebook alone on the same build: the earlier notebooks' records are kept
+    again = run_notebooks("ci", tmp_path / "build", start=NOTEBOOKS[-1])
+    assert list(again["notebooks"]) == NOTEBOOKS and "finished" in again
+    assert all(again["notebooks"][n].get("earlier_run") == info["started"] for n in NOTEBOOKS[:-1])
+    assert "earlier_run" not in again["notebooks"][NOTEBOOKS[-1]]
+    saved = json.loads((tmp_path / "build" / "run_info.json").read_text())
+    assert saved["notebooks"] == again["notebooks"]
+
+
+def test_reproduce_from_an_unknown_notebook_names_the_choices(tmp_path):
+    with pytest.raises(SystemExit, match="no such notebook.*05_evaluate"):
+        run_notebooks("ci", tmp_path / "build", start="06_nope")
