@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kalm_lib.progress import bar_disabled
+
 KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
 """The exact KaLM query prefix (mteb's reference loader, ``kalm_models.py``: ``KaLM_INSTRUCTION``)."""
 
@@ -248,7 +250,8 @@ class KaLMEmbedder(nn.Module):
         from tqdm.auto import tqdm
         out = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
         device = self.device
-        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar):
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode",
+                          disable=bar_disabled(show_progress_bar)):
             idx = order[start:start + batch_size]
             feats = self.tokenize([texts[i] for i in idx], max_length=max_length)
             feats = {k: v.to(device) for k, v in feats.items()}

@@ -40,6 +40,7 @@ import torch
 from kalm_lib.config import TrainConfig
 from kalm_lib.losses import KaLMObjective, ObjectiveConfig, gather_with_grad
 from kalm_lib.model import KaLMEmbedder, smollm2_gguf_path
+from kalm_lib.progress import bar_disabled
 
 log = logging.getLogger("kalm_lib.train")
 
@@ -475,7 +476,7 @@ class StageTrainer:
             M = 0
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"{cfg.stage}",
-                   disable=not (cfg.progress_bar and acc.is_main_process))
+                   disable=bar_disabled(cfg.progress_bar and acc.is_main_process))
         batches = self._batches()
         while self.state.step < self.total_steps:
             t0 = time.perf_counter()

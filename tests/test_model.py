@@ -207,3 +207,14 @@ def test_smollm2_gguf_loads_bidirectional(tmp_path):
     ref = m.encode(["hello world", "a longer sentence about embeddings"])
     loaded = KaLMEmbedder.load(m.save(tmp_path / "smol"))
     np.testing.assert_allclose(loaded.encode(["hello world", "a longer sentence about embeddings"]), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("env, drawn", [("1", False), ("true", False), ("0", True), ("", True)])
+def test_progress_bar_follows_tqdm_disable(tiny, monkeypatch, capsys, env, drawn):
+    """Headless runs set TQDM_DISABLE=1; an explicit show_progress_bar=True must not override it."""
+    from kalm_lib.progress import bar_disabled
+
+    monkeypatch.setenv("TQDM_DISABLE", env)
+    assert bar_disabled(True) is not drawn and bar_disabled(False) is True
+    tiny.encode(["a b", "c"], batch_size=1, show_progress_bar=True)
+    assert ("encode" in capsys.readouterr().err) is drawn

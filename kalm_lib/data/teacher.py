@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kalm_lib.progress import bar_disabled
+
 from .encoders import as_encode_fn, embedder_name
 from .errors import log
 
@@ -86,7 +88,8 @@ class TeacherScorer:
                           "chunk_size": self.chunk_size}, manifest)
         n_chunks = (len(examples) + self.chunk_size - 1) // self.chunk_size
         scores: list[list[float]] = []
-        for c in tqdm(range(n_chunks), desc=f"teacher {self.teacher_name}", disable=not self.show_progress_bar):
+        for c in tqdm(range(n_chunks), desc=f"teacher {self.teacher_name}",
+                      disable=bar_disabled(self.show_progress_bar)):
             chunk = examples[c * self.chunk_size:(c + 1) * self.chunk_size]
             path = folder / f"chunk_{c:06d}.json"
             cached = None
