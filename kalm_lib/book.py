@@ -348,7 +348,7 @@ def results_markdown(run_dir: Path, info: dict) -> str:
            f"{df['task'].nunique()} tasks)\n",
            "MTK is the mean over tasks, MTY the mean over task types of the mean within each type, both × 100 "
            "(the paper's scale). *Comparable* is *yes* only when every task behind the average is a complete, "
-           "uncapped copy of the MTEB task.\n"]
+           "uncapped copy of the MTEB task.\n", _models_line(models, info)]
     summ = summary_table(df)
     summ["language"] = summ["language"].map(lambda x: LANGUAGES.get(x, (x, x))[1])
     summ = summ.rename(columns={"n_tasks": "tasks", "n_types": "types", "comparable_to_MTEB": "comparable"})
@@ -358,6 +358,28 @@ def results_markdown(run_dir: Path, info: dict) -> str:
             out += _language_markdown(df[df["language"] == lang], lang, models)
     out += _released_markdown(run_dir / "eval" / RELEASED_EVAL)
     return "\n".join(out)
+
+
+def _models_line(models: list[str], info: dict) -> str:
+    """Who the short model labels of the tables are: the teacher of the run's profile, the student before
+    training, and the student after each stage."""
+    teacher = None
+    try:
+        from kalm_lib.config import load_profile
+
+        teacher = load_profile(info["profile"]).get("teacher")
+    except Exception:  # an unknown or removed profile: the labels alone still read
+        pass
+    parts = []
+    for m in models:
+        if m == "teacher" and teacher:
+            parts.append(f"*teacher* is the profile's teacher, `{teacher}`")
+        elif m == "untrained":
+            parts.append("*untrained* the student before stage 1")
+    stages = [m for m in models if m in ("pretrain", "finetune", "distill")]
+    if stages:
+        parts.append("*" + "*, *".join(stages) + "* the student after that stage")
+    return ("Models: " + "; ".join(parts) + ".\n") if parts else ""
 
 
 def _language_markdown(df, lang: str, models: list[str]) -> list[str]:

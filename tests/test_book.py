@@ -293,3 +293,9 @@ def test_make_book_target_builds_with_deps():
 def test_nothing_generated_is_tracked():
     out = subprocess.run(["git", "ls-files", "book"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert not [f for f in out if f.startswith(("book/_build", "book/_generated", "book/notebooks"))]
+
+
+def test_models_line_names_the_teacher_of_the_profile():
+    line = book._models_line(["teacher", "untrained", "pretrain", "distill"], RUN_INFO)
+    assert "`minilm`" in line and "*untrained*" in line and "*pretrain*, *distill* the student after" in line
+    assert book._models_line(["after distillation"], RUN_INFO) == ""
