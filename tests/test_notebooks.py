@@ -41,13 +41,34 @@ def test_all_notebooks_run_under_papermill(tmp_path):
     for stage in ("pretrain", "finetune", "distill"):
         assert (run / stage / "final" / "modules.json").is_file(), stage
     assert (tmp_path / "build" / "run_info.json").is_file()
-    # re-run the last notebook alone on the same build: the earlier notebooks' records are kept
-    again = run_notebooks("ci", tmp_path / "build", start=NOTEBOOKS[-1])
+
+
+def test_reproduce_from_a_notebook_keeps_the_earlier_records(tmp_path, monkeypatch):
+    """--from runs only the later notebooks (papermill stubbed: it copies the notebook) and keeps the
+    earlier notebooks' entries of run_info.json, marked with the run they came from."""
+    import shutil
+
+    import papermill
+
+    ran = []
+
+    def fake_execute(src, dst, **kw):
+        ran.append(Path(src).stem)
+        shutil.copy(src, dst)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    first = run_notebooks("ci", tmp_path / "build")
+    assert ran == NOTEBOOKS
+    ran.clear()
+    again = run_notebooks("ci", tmp_path / "build", start=NOTEBOOKS[3])
+    assert ran == NOTEBOOKS[3:]
     assert list(again["notebooks"]) == NOTEBOOKS and "finished" in again
-    assert all(again["notebooks"][n].get("earlier_run") == info["started"] for n in NOTEBOOKS[:-1])
-    assert "earlier_run" not in again["notebooks"][NOTEBOOKS[-1]]
+    assert all(again["notebooks"][n].get("earlier_run") == first["started"] for n in NOTEBOOKS[:3])
+    assert not any("earlier_run" in again["notebooks"][n] for n in NOTEBOOKS[3:])
     saved = json.loads((tmp_path / "build" / "run_info.json").read_text())
     assert saved["notebooks"] == again["notebooks"]
+    with pytest.raises(SystemExit, match="is a 'ci' run, not 'smoke'"):
+        run_notebooks("smoke", tmp_path / "build", start=NOTEBOOKS[3])
 
 
 def test_reproduce_from_an_unknown_notebook_names_the_choices(tmp_path):
