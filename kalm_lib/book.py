@@ -261,6 +261,13 @@ def run_note(info: dict, notebook: str | None = None) -> str:
     elif nbs:
         lines.append("Notebook run times: " + ", ".join(f"{k} {_duration(v.get('seconds', 0))}"
                                                         for k, v in nbs.items()) + f"; {_duration(total)} in all.")
+    earlier = {k: v for k, v in nbs.items() if v.get("earlier_run")}
+    if earlier and (notebook is None or notebook in earlier):
+        # `make reproduce FROM=...` re-ran only the later notebooks: say where the others come from
+        runs = sorted({(v["earlier_run"], v.get("commit") or "?") for v in earlier.values()})
+        lines.append(f"Re-run from a later notebook on (`FROM=`): {', '.join(earlier)} "
+                     + ("is" if len(earlier) == 1 else "are") + " from the earlier run "
+                     + "; ".join(f"started {_when(r)} at commit `{c}`" for r, c in runs) + ".")
     lines += ["Rebuild this book from the same outputs with `make book PROFILE=" + p + "`.", ":::", ""]
     return "\n".join(lines)
 

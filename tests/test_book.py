@@ -106,6 +106,16 @@ def test_run_note_names_the_run_and_the_notebook_time():
     assert "01_data 60 s" in whole and "05_evaluate 64 s" in whole and "5.2 min in all" in whole
 
 
+def test_run_note_says_which_notebooks_come_from_an_earlier_run():
+    nbs = {n: dict(v) for n, v in RUN_INFO["notebooks"].items()}
+    for n in NOTEBOOKS[:2]:
+        nbs[n].update(earlier_run="2026-01-01T10:00:00+00:00", commit="old1234")
+    info = {**RUN_INFO, "notebooks": nbs}
+    line = f"{NOTEBOOKS[0]}, {NOTEBOOKS[1]} are from the earlier run started 01 Jan 2026, 10:00 UTC at commit `old1234`"
+    assert line in book.run_note(info) and line in book.run_note(info, NOTEBOOKS[0])
+    assert "earlier run" not in book.run_note(info, NOTEBOOKS[-1]) and "earlier run" not in book.run_note(RUN_INFO)
+
+
 def test_run_note_for_an_unfinished_run():
     info = {k: v for k, v in RUN_INFO.items() if k != "finished"}
     assert "(not finished)" in book.run_note(info)
