@@ -91,7 +91,8 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
             raise SystemExit(f"[reproduce] --from {start}: {previous} is a {old.get('profile')!r} run, not {profile!r}")
         for name, rec in old.get("notebooks", {}).items():
             if name not in notebooks:
-                info["notebooks"][name] = {**rec, "earlier_run": old.get("started"), "commit": old.get("commit")}
+                # a record that already came from an even earlier run keeps that run's start and commit
+                info["notebooks"][name] = {"earlier_run": old.get("started"), "commit": old.get("commit"), **rec}
     env_root = os.environ.setdefault("KALM_PROJECT_ROOT", str(ROOT))
     # Headless runs log instead of drawing progress bars, which would fill the executed notebooks.
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -108,8 +108,10 @@ def score_for_distill(profile: str, run_dir: str | os.PathLike, teacher=None) ->
                           seed=cfg.seed, query_prompt_template=prof.get("teacher_query_prompt"))
 
 
-def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike, final: bool = False) -> pd.DataFrame:
-    """Main scores of each model on the profile's quick suite (or its final suite), one row per task.
+def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Main scores of each model on the profile's quick suite (``eval.tasks``), one row per task.
+
+    The final suite of notebook 05 is ``kalm_lib.evaluation.final_suite``.
 
     ``models`` maps a label ("untrained", "after pre-training", ...) to a model or a model folder.
     With a row cap the scores are for comparing stages of this run, not with published numbers.
@@ -117,10 +119,9 @@ def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike, final: 
     from kalm_lib import evaluation as ev
 
     prof = load_profile(profile)["eval"]
-    tasks = prof.get("final_tasks" if final else "tasks")
-    max_rows = prof.get("final_max_rows" if final else "max_rows")
+    tasks, max_rows = prof.get("tasks"), prof.get("max_rows")
     if tasks is None:  # SMOKE_SUITE maps each quick task to its own row cap
-        tasks = list(ev.LOCAL_SUITE) if final else dict(ev.SMOKE_SUITE)
+        tasks = dict(ev.SMOKE_SUITE)
     frames = []
     for label, model in models.items():
         df = ev.evaluate_model(model, tasks=tasks, output_dir=Path(run_dir) / "eval" / _slug(label),

@@ -67,6 +67,11 @@ def test_reproduce_from_a_notebook_keeps_the_earlier_records(tmp_path, monkeypat
     assert not any("earlier_run" in again["notebooks"][n] for n in NOTEBOOKS[3:])
     saved = json.loads((tmp_path / "build" / "run_info.json").read_text())
     assert saved["notebooks"] == again["notebooks"]
+    # a second --from keeps each record's own origin: 01-03 from the first run, 04 from the second (whose
+    # start is rewritten so the two runs differ even when they fall in the same second)
+    (tmp_path / "build" / "run_info.json").write_text(json.dumps({**saved, "started": "second-run"}))
+    third = run_notebooks("ci", tmp_path / "build", start=NOTEBOOKS[4])
+    assert [third["notebooks"][n].get("earlier_run") for n in NOTEBOOKS] == [first["started"]] * 3 + ["second-run", None]
     with pytest.raises(SystemExit, match="is a 'ci' run, not 'smoke'"):
         run_notebooks("smoke", tmp_path / "build", start=NOTEBOOKS[3])
 
