@@ -37,10 +37,11 @@ def summary_lines() -> list[str]:
                          f" | peer {c['peer_pairs_per_s']:6.1f} pairs/s {c['peer_tokens_per_s']:7.0f} tok/s"
                          f" | ratio {c['ratio']:.3f}x (target >= 1.0: {'MET' if c['ratio'] >= 1.0 else 'MISSED'})")
     en = _load("encode")
-    if en:
-        e = en["encode"]
-        lines.append(f"encode {'':23s} kalm {e['kalm_texts_per_s']:6.1f} texts/s | peer {e['peer_texts_per_s']:6.1f} texts/s"
-                     f" | ratio {e['ratio']:.3f}x (target >= 1.0: {'MET' if e['ratio'] >= 1.0 else 'MISSED'})")
+    for key in sorted(k for k in (en or {}) if k.startswith("encode")):
+        e = en[key]
+        lines.append(f"encode {e.get('set', 'sts'):23s} kalm {e['kalm_texts_per_s']:6.1f} texts/s | peer "
+                     f"{e['peer_texts_per_s']:6.1f} texts/s | ratio {e['ratio']:.3f}x (target >= 1.0: "
+                     f"{'MET' if e['ratio'] >= 1.0 else 'MISSED'})")
     me = _load("memory")
     if me:
         s = me["summary"]

@@ -33,6 +33,9 @@ from torch import nn
 
 from kalm_lib.progress import bar_disabled
 
+ENCODE_WINDOW_BATCHES = 64
+"""``encode`` tokenises and sorts this many batches at a time (bounded memory on large corpora)."""
+
 KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
 """The exact KaLM query prefix (mteb's reference loader, ``kalm_models.py``: ``KaLM_INSTRUCTION``)."""
 
@@ -211,6 +214,25 @@ class KaLMEmbedder(nn.Module):
         return dict(self.tokenizer(list(texts), padding=True, truncation=True,
                                    max_length=max_length or self.max_length, return_tensors="pt"))
 
+    def length_sorted_batches(self, texts: Sequence[str], batch_size: int, max_length: int | None = None):
+        """Tokenise ``texts`` once, sort them by token count (longest first, stable) and yield
+        ``(rows, features)`` per batch of ``batch_size``, each padded only to its own longest text.
+
+        ``rows`` are the batch's positions in ``texts``. Sorting by tokens, not characters, is what keeps
+        the padding low: on the 1,024 STS-B sentences of ``benchmarks/bench_encode.py``, batches of 32
+        cut from a character-length order are 18.7% padding, from a token-count order 3.0% (the peer,
+        sentence-transformers, sorts by characters). Used by ``encode`` and by the trainer's sub-batches.
+        """
+        tok = self.tokenizer
+        enc = tok(list(texts), truncation=True, max_length=max_length or self.max_length)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep their order
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            feats = tok.pad({"input_ids": [ids[i] for i in rows], "attention_mask": [mask[i] for i in rows]},
+                            padding=True, return_tensors="pt")
+            yield rows, dict(feats)
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, **_) -> torch.Tensor:
         """Raw masked-mean-pooled embeddings e (B×d), not normalised.
@@ -230,8 +252,8 @@ class KaLMEmbedder(nn.Module):
                normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
         """Embed ``texts`` for inference: float32 (N×dim), L2-normalised, in the input order.
 
-        Texts are sorted by length so that each batch holds similar lengths (less padding), then the
-        results are put back in the caller's order. ``instruction`` applies the KaLM query template to
+        Texts are sorted by token count so that each batch holds similar lengths (less padding; see
+        ``length_sorted_batches``), then the results are put back in the caller's order. ``instruction`` applies the KaLM query template to
         every text; for a symmetric task, pass it when encoding both sides (see ``format_pair``).
         """
         single = isinstance(texts, str)
@@ -244,19 +266,24 @@ class KaLMEmbedder(nn.Module):
             return np.zeros((0, dim or self.embedding_dim), dtype=np.float32)
         was_training = self.training
         self.eval()
+        # A character-length order first, so that each window below holds texts of similar length; then
+        # within a window the exact token-count order (length_sorted_batches). Windows bound how many
+        # tokenised texts are held at once on a large corpus.
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        window = batch_size * ENCODE_WINDOW_BATCHES
         if show_progress_bar is None:
             show_progress_bar = len(texts) > 10 * batch_size
         from tqdm.auto import tqdm
         out = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
         device = self.device
-        for start in tqdm(range(0, len(texts), batch_size), desc="encode",
-                          disable=bar_disabled(show_progress_bar)):
-            idx = order[start:start + batch_size]
-            feats = self.tokenize([texts[i] for i in idx], max_length=max_length)
-            feats = {k: v.to(device) for k, v in feats.items()}
-            e = self(**feats).float()
-            out[idx] = truncate_and_normalize(e, dim, normalize=normalize).cpu().numpy()
+        with tqdm(total=-(-len(texts) // batch_size), desc="encode", disable=bar_disabled(show_progress_bar)) as bar:
+            for w in range(0, len(texts), window):
+                idx_w = order[w:w + window]
+                for rows, feats in self.length_sorted_batches([texts[i] for i in idx_w], batch_size, max_length):
+                    feats = {k: v.to(device) for k, v in feats.items()}
+                    e = self(**feats).float()
+                    out[idx_w[rows]] = truncate_and_normalize(e, dim, normalize=normalize).cpu().numpy()
+                    bar.update(1)
         self.train(was_training)
         return out[0] if single else out
 

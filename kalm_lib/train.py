@@ -111,11 +111,6 @@ class Batch:
         return cls([e["query"] for e in examples], [e["pos"] for e in examples], negs, num_negatives, scores, mask)
 
 
-def _chunks(n: int, size: int | None):
-    size = size or n
-    return [(s, min(n, s + size)) for s in range(0, n, size)]
-
-
 class _RandState:
     """Saves and restores the torch CPU/CUDA RNG so a GradCache re-forward repeats any dropout exactly."""
 
@@ -168,15 +163,8 @@ class StepRunner:
                 feats = [(torch.arange(len(texts), device=dev), f)]
             else:
                 # tokenise once, sort by length, pad each sub-batch to its own longest text
-                tok = self.kalm.tokenizer
-                enc = tok(list(texts), truncation=True, max_length=max_len or self.kalm.max_length)
-                order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))  # stable
-                feats = []
-                for s, e in _chunks(len(texts), chunk):
-                    rows = order[s:e]
-                    f = tok.pad({k: [enc[k][i] for i in rows] for k in ("input_ids", "attention_mask")},
-                                padding=True, return_tensors="pt")
-                    feats.append((torch.tensor(rows, device=dev), {k: v.to(dev) for k, v in f.items()}))
+                feats = [(torch.tensor(rows, device=dev), {k: v.to(dev) for k, v in f.items()})
+                         for rows, f in self.kalm.length_sorted_batches(texts, chunk, max_len)]
             for rows, f in feats:
                 real += int(f["attention_mask"].sum())
                 total += f["attention_mask"].numel()

@@ -94,6 +94,49 @@ def test_encode_keeps_input_order_and_float32(tiny):
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 
 
+def _embedded_shapes(model, fn):
+    """Run fn() and return the (batch, length) of every input_ids the backbone saw."""
+    seen = []
+    h = model.backbone.register_forward_pre_hook(
+        lambda _m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        fn()
+    finally:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("window_batches", [64, 1])
+def test_encode_batches_by_token_count_not_characters(tiny, monkeypatch, window_batches):
+    """Characters and tokens disagree ('aaaa…' is few tokens, 'a b c …' many): batches must be cut from
+    the token-count order, so the embedded tokens equal a naive reference's (sorted token lengths,
+    chunked, each chunk padded to its longest) and are fewer than a character-length order gives."""
+    import kalm_lib.model as km
+
+    monkeypatch.setattr(km, "ENCODE_WINDOW_BATCHES", window_batches)
+    texts = ["a" * 60, "a b c d e f g h i j", "b" * 50, "x y z w v u", "c" * 40, "k l m n o p q r s t u v",
+             "hello", "one two"]
+    n_tok = [len(x) for x in tiny.tokenizer(texts)["input_ids"]]
+    bs = 2
+    shapes = _embedded_shapes(tiny, lambda: tiny.encode(texts, batch_size=bs))
+    embedded = sum(b * L for b, L in shapes)
+
+    def padded(order, size):
+        return sum(max(n_tok[i] for i in order[s:s + size]) * len(order[s:s + size])
+                   for s in range(0, len(order), size))
+
+    by_tokens = sorted(range(len(texts)), key=lambda i: -n_tok[i])
+    by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    if window_batches == 64:
+        assert embedded == padded(by_tokens, bs)
+        assert embedded < padded(by_chars, bs)
+    else:  # windows of one batch keep the character order's batches, sorted inside
+        assert embedded == padded(by_chars, bs)
+    # either way the vectors are the texts' own, in the caller's order
+    one_by_one = np.stack([tiny.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(tiny.encode(texts, batch_size=bs), one_by_one, atol=1e-5)
+
+
 def test_encode_leaves_training_mode(tiny):
     tiny.train()
     tiny.encode(["x"])
