@@ -47,8 +47,10 @@ def _peer_columns(examples: list[dict], num_negatives: int) -> list[list[str]]:
     return cols
 
 
-def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf16="no", sub_batch=None):
-    """A real StageTrainer around ``kalm`` (model, AdamW, scheduler, accelerate, StepRunner)."""
+def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf16="no", sub_batch=None,
+              optim_extra: dict | None = None):
+    """A real StageTrainer around ``kalm`` (model, AdamW, scheduler, accelerate, StepRunner).
+    ``optim_extra``: further ``optim.*`` settings (the GPU check's levers: compile, checkpointing)."""
     from kalm_lib.config import config_from_dict
     from kalm_lib.train import StageTrainer
 
@@ -59,7 +61,8 @@ def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf
                       "mix_listwise": False, "matryoshka_dims": None, "distill_weight": 0.0},
         # max_steps huge + no warm-up: the linear schedule keeps lr ≈ constant, like the peer's.
         "optim": {"lr": lr, "batch_size": batch_size, "max_steps": 10**9, "warmup_ratio": 0.0, "grad_clip": 1.0,
-                  "gradcache_chunk_size": chunk, "sub_batch_size": sub_batch, "bf16": bf16, "weight_decay": 0.01},
+                  "gradcache_chunk_size": chunk, "sub_batch_size": sub_batch, "bf16": bf16, "weight_decay": 0.01,
+                  **(optim_extra or {})},
         "progress_bar": False})
     return StageTrainer(cfg, dataset=dataset, model=kalm)
 

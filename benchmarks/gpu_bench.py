@@ -13,6 +13,11 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
   train-cached  GradCache: kalm gradcache_chunk_size=c vs CachedMNRL(mini_batch_size=c)
   encode        KaLMEmbedder.encode vs SentenceTransformer.encode on the model loaded in bf16,
                 mixed-length texts (16..seq-len tokens)
+  levers        kalm only, the plain step at batch B with one MFU lever each, on a fresh copy of the
+                weights: optim.compile (regional torch.compile), batch 2B with gradient checkpointing,
+                both together; tokens/s and MFU against the train-plain section's kalm figure
+  profile       torch.profiler over 2 kalm plain steps: the top kernels by device time and the share of
+                matrix products, attention and everything else (also $OUT/gpu_profile.txt)
 Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
@@ -165,6 +170,116 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
     return res
 
 
+def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra):
+    """kalm's plain step alone with extra ``optim.*`` settings, on a fresh copy of the saved weights
+    (compile and checkpointing change the module in place, so every lever gets its own)."""
+    import bench_train as T
+    import torch
+
+    import _common as C
+    from kalm_lib.model import KaLMEmbedder
+
+    kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
+    batches = [items[i * batch:(i + 1) * batch] for i in range(warmup + rounds)]
+    rec = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
+        trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
+                              chunk=None, out_dir=Path(tmp), bf16="yes", optim_extra=optim_extra)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+        def step(r):
+            rec.append(T.kalm_step(trainer, batches[r], 1))
+
+        wall, _ = C.interleave({"kalm": step}, rounds=rounds, warmup=warmup, sync=sync)
+        del trainer
+    fpt, _ = model_flops_per_token(kalm, seq_len)
+    del kalm
+    t = statistics.median(wall["kalm"])
+    total = statistics.mean(x[2] for x in rec[warmup:])
+    peak = _peak()
+    res = {"name": f"lever: {name}", "batch": batch, "seq_len": seq_len, "optim": optim_extra, "rounds": rounds,
+           "kalm_step_s": t, "kalm_tokens_per_s": total / t, "kalm_mfu": fpt * total / t / peak if peak else None,
+           "wall_incl_warmup_s": time.perf_counter() - t0}
+    if device.type == "cuda":
+        res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    mfu = f"{res['kalm_mfu']:.1%}" if res["kalm_mfu"] is not None else "n/a"
+    print(f"-- lever {name}: batch {batch}, optim {optim_extra}: {res['kalm_tokens_per_s']:,.0f} tokens/s, step "
+          f"{t:.3f} s, MFU {mfu}" + (f", max memory {res['max_memory_gb']:.1f} GB" if "max_memory_gb" in res else "")
+          + f" ({res['wall_incl_warmup_s']:.0f} s with warm-up/compilation)")
+    return res
+
+
+def run_profile(folder, items, *, batch, seq_len, device, sync, out_path=None):
+    """torch.profiler over 2 kalm plain steps (after 2 warm-up steps): where the device time goes."""
+    import bench_train as T
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import _common as C
+    from kalm_lib.model import KaLMEmbedder
+
+    kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
+    batches = [items[i * batch:(i + 1) * batch] for i in range(4)]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
+        trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
+                              chunk=None, out_dir=Path(tmp), bf16="yes")
+        for b in batches[:2]:
+            T.kalm_step(trainer, b, 1)
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        with profile(activities=acts) as prof:
+            for b in batches[2:]:
+                T.kalm_step(trainer, b, 1)
+            if sync:
+                sync()
+        wall = time.perf_counter() - t0
+        del trainer
+    del kalm
+    events = prof.key_averages()
+    dev = device.type == "cuda"
+
+    def self_time(e):  # microseconds; the attribute was renamed across torch versions
+        names = ("self_device_time_total", "self_cuda_time_total") if dev else ("self_cpu_time_total",)
+        for n in names:
+            v = getattr(e, n, None)
+            if v is not None:
+                return float(v)
+        return 0.0
+
+    # on a GPU only the kernels themselves: an aten op's self device time repeats its kernels' time
+    kernels = [e for e in events if self_time(e) > 0 and (not dev or str(getattr(e, "device_type", "")).endswith("CUDA"))]
+    total = sum(self_time(e) for e in kernels) or 1.0
+    groups = {"matrix products": ("gemm", "matmul", "aten::mm", "aten::addmm", "aten::bmm", "cutlass", "sm90_xmma",
+                                  "nvjet"),
+              "attention": ("flash", "fmha", "attention", "efficient_attention", "sdpa")}
+    share = {g: 0.0 for g in (*groups, "everything else")}
+    for e in kernels:
+        key = e.key.lower()
+        g = next((g for g, pats in groups.items() if any(p in key for p in pats)), "everything else")
+        share[g] += self_time(e)
+    top = sorted(kernels, key=self_time, reverse=True)[:15]
+    lines = [f"-- profile: 2 kalm plain steps, batch {batch}, {seq_len} tokens per text: {wall:.3f} s wall, "
+             f"{total / 1e6:.3f} s {'device' if dev else 'CPU'} time in {len(kernels)} distinct "
+             f"{'kernels' if dev else 'ops'}"]
+    lines += [f"   {g:16s} {v / total:6.1%}" for g, v in share.items()]
+    lines += [f"   {self_time(e) / total:6.1%}  {self_time(e) / 1e3:9.1f} ms  x{e.count:<5d} {e.key[:100]}" for e in top]
+    print("\n".join(lines))
+    if out_path:
+        sort_key = "self_device_time_total" if dev else "self_cpu_time_total"
+        try:
+            table = events.table(sort_by=sort_key, row_limit=40)
+        except Exception:  # noqa: BLE001 - older torch names the column self_cuda_time_total
+            table = events.table(sort_by="self_cuda_time_total" if dev else "self_cpu_time_total", row_limit=40)
+        Path(out_path).write_text("\n".join(lines) + "\n\n" + table + "\n")
+    return {"name": "profile", "batch": batch, "wall_s": wall, "device_time_s": total / 1e6,
+            "shares": {g: v / total for g, v in share.items()},
+            "top": [{"kernel": e.key, "ms": self_time(e) / 1e3, "count": e.count} for e in top]}
+
+
 def _peak():
     import torch
 
@@ -185,6 +300,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--encode-texts", type=int, default=None)
+    ap.add_argument("--no-levers", action="store_true", help="skip the MFU lever and profile sections")
     ap.add_argument("--budget-s", type=float, default=420, help="skip later sections past this many seconds")
     ap.add_argument("--json", default=None, help="also write the results here (default $OUT/gpu_check.json)")
     args = ap.parse_args(argv)
@@ -255,7 +371,7 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     words = word_pool(kalm.tokenizer)
-    need = max((2 + rounds) * batch, (2 + rounds) * cached_batch)
+    need = max((2 + rounds) * batch, (2 + rounds) * cached_batch, (3 + 4) * 2 * batch)  # last: the levers
     texts = synth_texts(kalm.tokenizer, words, 3 * need, seq_len, rng)
     lens = [len(x) for x in kalm.tokenizer(texts[:64], add_special_tokens=False)["input_ids"]]
     print(f"training texts: {len(texts)} synthetic word sequences, >= {min(lens)} tokens each (truncated to {seq_len})")
@@ -326,8 +442,40 @@ def main(argv=None) -> int:
               f"peer: {enc['peer_texts_per_s']:,.0f} texts/s ({n_tok / tp:,.0f} tokens/s)   ratio {enc['ratio']:.3f}x; "
               f"max |Δ| embeddings {diff:.1e} (bf16)")
 
+    if not args.no_levers:
+        levers = (("compile", batch, {"compile": True}),
+                  ("batch x2 + checkpointing", 2 * batch, {"gradient_checkpointing": True}),
+                  ("compile + batch x2 + checkpointing", 2 * batch, {"compile": True, "gradient_checkpointing": True}))
+        for name, b, extra in levers:
+            if over_budget(f"lever {name}"):
+                continue
+            try:
+                results["sections"].append(run_lever(name, folder, items, batch=b, seq_len=seq_len, rounds=4,
+                                                     warmup=3, device=device, sync=sync, optim_extra=extra))
+            except Exception as err:  # noqa: BLE001 - one failed lever must not lose the figures above
+                print(f"-- lever {name}: FAILED ({type(err).__name__}: {str(err)[:300]})")
+                results["sections"].append({"name": f"lever: {name}", "error": f"{type(err).__name__}: {err}"})
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        if not over_budget("profile"):
+            prof_path = str(Path(os.environ["OUT"]) / "gpu_profile.txt") if os.environ.get("OUT") else None
+            try:
+                results["sections"].append(run_profile(folder, items, batch=batch, seq_len=seq_len, device=device,
+                                                       sync=sync, out_path=prof_path))
+            except Exception as err:  # noqa: BLE001
+                print(f"-- profile: FAILED ({type(err).__name__}: {str(err)[:300]})")
+
     print("== summary")
     for s in results["sections"]:
+        if "ratio" not in s:  # kalm-only sections (levers, profile)
+            if "kalm_mfu" in s and s["kalm_mfu"] is not None:
+                print(f"   {s['name']:40s} kalm {s['kalm_tokens_per_s']:,.0f} tok/s MFU {s['kalm_mfu']:.1%}")
+            elif "shares" in s:
+                print(f"   {'profile':40s} " + ", ".join(f"{g} {v:.0%}" for g, v in s["shares"].items()))
+            else:
+                print(f"   {s['name']:40s} " + (s.get("error") or f"kalm {s.get('kalm_tokens_per_s', 0):,.0f} tok/s"))
+            continue
         extra = ""
         if "kalm_mfu" in s:
             m = (lambda v: f"{v:.1%}" if v is not None else "n/a")

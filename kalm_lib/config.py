@@ -58,6 +58,7 @@ class OptimConfig:
     sub_batch_size: int | None = None  # plain step: embed each side in length-sorted sub-batches (less padding, same gradients)
     bf16: str = "auto"                 # "auto" = bf16 autocast on GPU only; "yes" / "no"
     gradient_checkpointing: bool = False
+    compile: bool = False              # regional torch.compile of each decoder layer (model.compile_layers)
     adam_betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-8
 

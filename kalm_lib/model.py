@@ -351,6 +351,25 @@ class KaLMEmbedder(nn.Module):
 
 
 # ---------------------------------------------------------------------- functional helpers
+def compile_layers(backbone: nn.Module) -> int:
+    """Regional ``torch.compile``: compile each decoder layer in place (``nn.Module.compile``).
+
+    PyTorch's recipe for transformer training: identical blocks share one compiled graph, so compile time
+    is one block's rather than the whole model's, and the fused elementwise kernels (RMSNorm, RoPE, SwiGLU)
+    are where an HF eager model spends its non-matmul time. In place, so parameter names and state-dict
+    keys do not change (``torch.compile(model)`` would prefix them with ``_orig_mod.``) and checkpoints load
+    either way. A backbone without a ``layers`` list is compiled whole. Returns the number of compiled
+    modules. Each new input shape compiles again until dynamic shapes are inferred (the second shape).
+    """
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        backbone.compile()
+        return 1
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """e = Σ_t m_t h_t / Σ_t m_t over non-padding tokens. hidden (B×T×d), mask (B×T) → (B×d)."""
     m = attention_mask.to(hidden.dtype).unsqueeze(-1)

@@ -39,7 +39,7 @@ import torch
 
 from kalm_lib.config import TrainConfig
 from kalm_lib.losses import KaLMObjective, ObjectiveConfig, gather_with_grad
-from kalm_lib.model import KaLMEmbedder, smollm2_gguf_path
+from kalm_lib.model import KaLMEmbedder, compile_layers, smollm2_gguf_path
 from kalm_lib.progress import bar_disabled
 
 log = logging.getLogger("kalm_lib.train")
@@ -328,7 +328,14 @@ class StageTrainer:
         self.callbacks = list(callbacks)
         self.kalm = model if model is not None else build_model(cfg)
         if cfg.optim.gradient_checkpointing:
-            self.kalm.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            bb = self.kalm.backbone
+            if hasattr(bb, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name goes in v6
+                bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.optim.compile:
+            n = compile_layers(self.kalm.backbone)
+            log.info("optim.compile: %d decoder layers compiled in place (first steps of each new shape compile)", n)
         self.dataset = dataset if dataset is not None else self._build_dataset()
         if len(self.dataset) == 0:
             raise ValueError(f"{cfg.source}: the training set is empty")

@@ -96,6 +96,39 @@ def test_plain_sub_batches_equal_full_batch_gradient_with_less_padding():
     assert sub_real == real and sub_total < total  # same real tokens, fewer padded ones
 
 
+@pytest.mark.parametrize("option", ["compile", "gradient_checkpointing"])
+def test_speed_options_give_the_same_step_and_keep_parameter_names(tmp_path, option):
+    """optim.compile (every decoder layer compiled in place) and optim.gradient_checkpointing change how
+    the step runs, not what it computes: loss and gradients equal the plain eager step's, and the
+    state-dict keys (what checkpoints store) are unchanged."""
+    from kalm_lib.train import StageTrainer
+
+    results = {}
+    for flag in (False, True):
+        cfg = toy_config(tmp_path / str(flag), optim={option: flag})
+        model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
+        trainer = StageTrainer(cfg, dataset=ToyDataset(num_negatives=3), model=model)
+        if option == "compile":
+            compiled = [m for m in model.backbone.layers if getattr(m, "_compiled_call_impl", None) is not None]
+            assert len(compiled) == (len(model.backbone.layers) if flag else 0)
+        else:
+            bb = model.backbone
+            on = bb.is_activation_checkpointing if hasattr(bb, "is_activation_checkpointing") else bb.is_gradient_checkpointing
+            assert on == flag
+        batch = Batch.from_examples([trainer.dataset[i] for i in range(8)], 3)
+        terms, _, _ = trainer.step_runner(batch)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[flag] = (terms["loss"], grads, list(model.state_dict()))
+    (l0, g0, k0), (l1, g1, k1) = results[False], results[True]
+    assert k1 == k0
+    assert l1 == pytest.approx(l0, abs=1e-5)
+    assert g0.keys() == g1.keys() and len(g0) > 5
+    for name in g0:
+        # float32 with fused kernels: differences of ~1e-6 relative to the tensor's largest entry
+        scale = max(1.0, float(g0[name].abs().max()))
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5 * scale, rtol=1e-4, msg=name)
+
+
 # --------------------------------------------------------------------------- resume
 def _final_weights(out: Path):
     from safetensors.torch import load_file
