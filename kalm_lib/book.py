@@ -26,6 +26,7 @@ import asyncio
 import functools
 import http.server
 import json
+import logging
 import math
 import os
 import re
@@ -40,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
+log = logging.getLogger("kalm_lib.book")
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_SRC = ROOT / "book"
 DEPS_DIR = ROOT / "build" / "_deps"           # npm packages for the book (git-ignored), see `make book-deps`
@@ -305,8 +307,14 @@ RELEASED_EVAL = "released"  # notebook 05 with `released_model` set (needs the H
 
 def collect_results(eval_dir: Path):
     """The evaluation rows under ``eval_dir`` (``**/results.csv``, one per model, in the order they were
-    written); the newest file wins for a repeated (model, task, split, subset, dim) row. None if there are none."""
+    written); the newest file wins for a repeated (model, task, split, subset, dim) row. None if there are none.
+
+    When notebook 05 listed its models (``eval_dir/models.json``, ``evaluation.record_models``), only those
+    are kept, in that order: folders of an earlier run's labels (a renamed label, a dropped stage) stay on
+    disk but out of the book."""
     import pandas as pd
+
+    from kalm_lib.evaluation import listed_models
 
     files = sorted(eval_dir.rglob("results.csv"), key=lambda f: f.stat().st_mtime) if eval_dir.is_dir() else []
     frames = []
@@ -325,7 +333,21 @@ def collect_results(eval_dir: Path):
     df = pd.concat(frames, ignore_index=True)
     df["model"] = df["model"].astype(str).str.removeprefix("local/")   # evaluate_model's prefix for unnamed models
     keys = [c for c in ["model", "task", "split", "subset", "dim"] if c in df]
-    return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+    df = df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+    try:
+        listed = listed_models(eval_dir)
+    except ValueError as err:
+        raise BookError(str(err)) from None
+    if listed is not None:
+        stale = sorted(set(df["model"]) - set(listed))
+        if stale:
+            log.info("%s: leaving out results of models the latest run did not evaluate: %s", eval_dir, stale)
+        order = {m: i for i, m in enumerate(listed)}
+        df = df[df["model"].isin(order)]
+        df = df.iloc[df["model"].map(order).argsort(kind="stable")].reset_index(drop=True)
+        if df.empty:
+            return None
+    return df
 
 
 TYPE_SHORT = {"Classification": "Class.", "Clustering": "Clust.", "PairClassification": "Pair cls.",

@@ -205,6 +205,29 @@ def test_results_markdown_puts_ours_beside_the_paper(tmp_path):
     assert "## Chinese tasks beside MTEB(cmn, v1)" in md and "released" not in md
 
 
+def test_results_leave_out_models_the_latest_run_did_not_list(tmp_path):
+    """A renamed label leaves its old results folder behind: with notebook 05's models.json only the
+    listed models reach the book, in the listed order; the old folder stays on disk."""
+    from kalm_lib.evaluation import record_models
+
+    build = make_fake_build(tmp_path)
+    final = build / "run" / "eval" / "final"
+    old = final / "distill"  # an earlier run's label for the same stage
+    old.mkdir()
+    pd.DataFrame(_result_rows("distill", {"STSBenchmark": 0.9, "SciFact": 0.9, "ATEC": 0.9})).to_csv(
+        old / "results.csv", index=False)
+    assert "| distill |" in book.results_markdown(build / "run", RUN_INFO)  # no list: every folder (older runs)
+    record_models(final, ["after distillation", "after fine-tuning"])
+    df = book.collect_results(final)
+    assert list(dict.fromkeys(df["model"])) == ["after distillation", "after fine-tuning"]
+    md = book.results_markdown(build / "run", RUN_INFO)
+    assert "| distill |" not in md and "| after distillation | English |" in md
+    assert (old / "results.csv").is_file()
+    (final / "models.json").write_text('{"models": "after distillation"}')
+    with pytest.raises(book.BookError, match=r"models\.json: field 'models' must be a list"):
+        book.collect_results(final)
+
+
 def test_results_markdown_without_results_is_an_error(tmp_path):
     (tmp_path / "run" / "eval").mkdir(parents=True)
     with pytest.raises(book.BookError, match="no evaluation results under"):

@@ -41,6 +41,9 @@ def test_all_notebooks_run_under_papermill(tmp_path):
     for stage in ("pretrain", "finetune", "distill"):
         assert (run / stage / "final" / "modules.json").is_file(), stage
     assert (tmp_path / "build" / "run_info.json").is_file()
+    # 05 lists the models it evaluated, so that the book shows this run's and no stale label's
+    listed = json.loads((run / "eval" / "final" / "models.json").read_text())["models"]
+    assert listed == ["teacher", "untrained", "pretrain", "finetune", "distill"]
 
 
 def test_reproduce_from_a_notebook_keeps_the_earlier_records(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from .local_tasks import (
     get_local_task,
 )
 from .figures import plot_matryoshka, plot_type_scores
-from .runner import RESULT_COLUMNS, evaluate_checkpoints, evaluate_model
+from .runner import MODELS_FILE, RESULT_COLUMNS, evaluate_checkpoints, evaluate_model, listed_models, record_models
 from .suite import (
     evaluate_released,
     final_suite,
@@ -55,5 +55,5 @@ __all__ = [
     "evaluate_model", "get_local_task", "load_model", "load_paper_results", "main_scores", "main_split", "mtk",
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
-    "stage_checkpoints", "untrained_student",
+    "stage_checkpoints", "untrained_student", "MODELS_FILE", "listed_models", "record_models",
 ]

@@ -211,6 +211,37 @@ def _lang(langs) -> str:
     return {"eng": "en", "cmn": "zh", "zho": "zh"}.get(first.split("-")[0], first)
 
 
+MODELS_FILE = "models.json"
+"""``output_dir/models.json``: the labels of the models the latest run evaluated there, in table order."""
+
+
+def record_models(output_dir: str | Path, labels: Iterable[str]) -> Path:
+    """Write ``output_dir/models.json`` (atomically): which result folders belong to the latest run.
+
+    A results folder is named after its model's label, so renaming a label or dropping a stage leaves the
+    old folder behind; it is kept (nothing computed is deleted), and readers such as the book use this
+    list to show only the latest run's models, in this order (``listed_models``)."""
+    labels = list(dict.fromkeys(str(x) for x in labels))
+    return write_json(Path(output_dir) / MODELS_FILE, {"models": labels, "written": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+
+
+def listed_models(output_dir: str | Path) -> list[str] | None:
+    """The labels ``record_models`` wrote in ``output_dir``; None when there is no list (older runs)."""
+    import json
+
+    path = Path(output_dir) / MODELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        models = json.loads(path.read_text(encoding="utf-8"))["models"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a model list written by record_models ({type(err).__name__}: {err}); "
+                         f"delete it or re-run notebook 05_evaluate") from None
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ValueError(f"{path}: field 'models' must be a list of labels, got {models!r}")
+    return models
+
+
 def evaluate_checkpoints(checkpoints: Mapping[str, Any] | Iterable[tuple[str, Any]], **kwargs) -> pd.DataFrame:
     """``evaluate_model`` for several models ({name: model or path}); missing paths are skipped with a note."""
     items = checkpoints.items() if isinstance(checkpoints, Mapping) else checkpoints
