@@ -204,7 +204,7 @@ class StepRunner:
         parts, real, total = self._features(batch)
         if self.cfg.optim.gradcache_chunk_size is None:
             embs, rows = {"q": [], "p": []}, {"q": [], "p": []}
-            looked_up = self._lookup_once(parts) if len(parts) > 2 else [None] * len(parts)
+            looked_up = self._lookup_once(parts) if len(parts) > 1 else [None] * len(parts)
             for (kind, r, f), x in zip(parts, looked_up):
                 embs[kind].append(self.model(**f) if x is None else
                                   self.model(inputs_embeds=x, attention_mask=f["attention_mask"]))
@@ -222,7 +222,9 @@ class StepRunner:
         Each call of the embedding layer adds a dense |V|×h gradient in backward (|V| = 151,646 for
         Qwen2): on CPU with a small model that write dominates a step, so six sub-batch calls made the
         sub-batched plain step slower than the padded one. One lookup over the concatenated ids gives the
-        same gradient with one write. FSDP/DeepSpeed shard the table inside their wrapped forward, so
+        same gradient with one write. The plain step's two sides (queries, passages) share it too:
+        benchmarks/bench_train.py, MNRL row, 1.09–1.13× sentence-transformers with one lookup against
+        0.99–1.01× with one per side. FSDP/DeepSpeed shard the table inside their wrapped forward, so
         there every sub-batch keeps its own lookup (``None``)."""
         acc = self.accelerator
         if acc is not None and acc.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"):

@@ -96,6 +96,25 @@ def test_plain_sub_batches_equal_full_batch_gradient_with_less_padding():
     assert sub_real == real and sub_total < total  # same real tokens, fewer padded ones
 
 
+@pytest.mark.parametrize("sub_batch", [None, 3])
+def test_plain_step_looks_tokens_up_once(sub_batch):
+    """Each embedding-layer call adds a dense |V|×h gradient in backward; the plain step (padded or
+    sub-batched) makes one call for queries and passages together (benchmarks/RESULTS.md: the padded
+    step went from parity with sentence-transformers to 1.09–1.13×)."""
+    cfg = toy_config(Path("/tmp"), optim={"sub_batch_size": sub_batch})
+    model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
+    runner = StepRunner(model, model, KaLMObjective(ObjectiveConfig.from_dict(cfg.objective)), cfg,
+                        accelerator=None, generator=torch.Generator().manual_seed(1))
+    calls = []
+    h = model.backbone.get_input_embeddings().register_forward_hook(lambda _m, i, _o: calls.append(i[0].numel()))
+    ds = ToyDataset(num_negatives=3)
+    try:
+        _, real, total = runner(Batch.from_examples([ds[i] for i in range(8)], 3))
+    finally:
+        h.remove()
+    assert calls == [total]  # one call, over every (padded) token of the step
+
+
 @pytest.mark.parametrize("option", ["compile", "gradient_checkpointing"])
 def test_speed_options_give_the_same_step_and_keep_parameter_names(tmp_path, option):
     """optim.compile (every decoder layer compiled in place) and optim.gradient_checkpointing change how
