@@ -253,8 +253,9 @@ class KaLMEmbedder(nn.Module):
         """Embed ``texts`` for inference: float32 (N×dim), L2-normalised, in the input order.
 
         Texts are sorted by token count so that each batch holds similar lengths (less padding; see
-        ``length_sorted_batches``), then the results are put back in the caller's order. ``instruction`` applies the KaLM query template to
-        every text; for a symmetric task, pass it when encoding both sides (see ``format_pair``).
+        ``length_sorted_batches``), then the results are put back in the caller's order. ``instruction``
+        applies the KaLM query template to every text; for a symmetric task, pass it when encoding both
+        sides (see ``format_pair``).
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -355,8 +356,9 @@ def compile_layers(backbone: nn.Module) -> int:
     """Regional ``torch.compile``: compile each decoder layer in place (``nn.Module.compile``).
 
     PyTorch's recipe for transformer training: identical blocks share one compiled graph, so compile time
-    is one block's rather than the whole model's, and the fused elementwise kernels (RMSNorm, RoPE, SwiGLU)
-    are where an HF eager model spends its non-matmul time. In place, so parameter names and state-dict
+    is one block's rather than the whole model's, and the elementwise chains (RMSNorm, RoPE, SwiGLU) that
+    eager mode runs as separate kernels get fused; its effect on MFU is what ``benchmarks/gpu_check.sh``
+    measures (not yet on a GPU). In place, so parameter names and state-dict
     keys do not change (``torch.compile(model)`` would prefix them with ``_orig_mod.``) and checkpoints load
     either way. A backbone without a ``layers`` list is compiled whole. Returns the number of compiled
     modules. Each new input shape compiles again until dynamic shapes are inferred (the second shape).
