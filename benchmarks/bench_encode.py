@@ -6,10 +6,10 @@ parameter tensors (see ``_common.kalm_on``); both encode the same real texts in 
 the same batch size and max length, and return normalised float32 numpy arrays; the outputs are compared
 (max |Δ|). How each side cuts its batches is the libraries' own choice and part of what is measured: the
 peer sorts by character length, kalm by token count (``KaLMEmbedder.length_sorted_batches``); the number
-of tokens each side embedded (padding included) is recorded from the backbone's inputs and printed.
+of tokens each side embedded (padding included) is counted at the shared token-embedding module and printed.
 
 Two text sets: ``sts`` (1,024 STS Benchmark test sentences, 4–22 tokens, max length 128) and ``scifact``
-(SciFact queries and abstracts, 9 to over 256 tokens, max length 256: a retrieval corpus's mix).
+(128 SciFact claims and 64 abstracts, 8–638 tokens, max length 256: a retrieval corpus's mix).
 Rounds alternate kalm/peer (ABBA) after a warm-up round.
 
 Run: ``.venv/bin/python benchmarks/bench_encode.py [--quick] [--sets sts,scifact]``.

@@ -11,6 +11,7 @@ per task) under ``output_dir/<model slug>/``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -227,8 +228,6 @@ def record_models(output_dir: str | Path, labels: Iterable[str]) -> Path:
 
 def listed_models(output_dir: str | Path) -> list[str] | None:
     """The labels ``record_models`` wrote in ``output_dir``; None when there is no list (older runs)."""
-    import json
-
     path = Path(output_dir) / MODELS_FILE
     if not path.is_file():
         return None
