@@ -223,7 +223,7 @@ class StepRunner:
         Qwen2): on CPU with a small model that write dominates a step, so six sub-batch calls made the
         sub-batched plain step slower than the padded one. One lookup over the concatenated ids gives the
         same gradient with one write. The plain step's two sides (queries, passages) share it too:
-        benchmarks/bench_train.py, MNRL row, 1.09–1.13× sentence-transformers with one lookup against
+        benchmarks/bench_train.py, MNRL row, 1.09–1.18× sentence-transformers (three runs) with one lookup against
         0.99–1.01× with one per side. FSDP/DeepSpeed shard the table inside their wrapped forward, so
         there every sub-batch keeps its own lookup (``None``)."""
         acc = self.accelerator

@@ -100,7 +100,7 @@ def test_plain_sub_batches_equal_full_batch_gradient_with_less_padding():
 def test_plain_step_looks_tokens_up_once(sub_batch):
     """Each embedding-layer call adds a dense |V|×h gradient in backward; the plain step (padded or
     sub-batched) makes one call for queries and passages together (benchmarks/RESULTS.md: the padded
-    step went from parity with sentence-transformers to 1.09–1.13×)."""
+    step went from parity with sentence-transformers to 1.09–1.18×)."""
     cfg = toy_config(Path("/tmp"), optim={"sub_batch_size": sub_batch})
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
     runner = StepRunner(model, model, KaLMObjective(ObjectiveConfig.from_dict(cfg.objective)), cfg,
