@@ -13,11 +13,11 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
   train-cached  GradCache: kalm gradcache_chunk_size=c vs CachedMNRL(mini_batch_size=c)
   encode        KaLMEmbedder.encode vs SentenceTransformer.encode on the model loaded in bf16,
                 mixed-length texts (16..seq-len tokens)
+  profile       torch.profiler over 2 kalm plain steps: the top kernels by device time and the share of
+                matrix products, attention and everything else (also $OUT/gpu_profile.txt)
   levers        kalm only, the plain step at batch B with one MFU lever each, on a fresh copy of the
                 weights: optim.compile (regional torch.compile), batch 2B with gradient checkpointing,
                 both together; tokens/s and MFU against the train-plain section's kalm figure
-  profile       torch.profiler over 2 kalm plain steps: the top kernels by device time and the share of
-                matrix products, attention and everything else (also $OUT/gpu_profile.txt)
 Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
@@ -443,6 +443,15 @@ def main(argv=None) -> int:
               f"max |Δ| embeddings {diff:.1e} (bf16)")
 
     if not args.no_levers:
+        # the profile first: it is cheap, and it says which lever matters if the budget runs out
+        if not over_budget("profile"):
+            prof_path = str(Path(os.environ["OUT"]) / "gpu_profile.txt") if os.environ.get("OUT") else None
+            try:
+                results["sections"].append(run_profile(folder, items, batch=batch, seq_len=seq_len, device=device,
+                                                       sync=sync, out_path=prof_path))
+            except Exception as err:  # noqa: BLE001
+                print(f"-- profile: FAILED ({type(err).__name__}: {str(err)[:300]})")
+
         levers = (("compile", batch, {"compile": True}),
                   ("batch x2 + checkpointing", 2 * batch, {"gradient_checkpointing": True}),
                   ("compile + batch x2 + checkpointing", 2 * batch, {"compile": True, "gradient_checkpointing": True}))
@@ -458,14 +467,6 @@ def main(argv=None) -> int:
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
-        if not over_budget("profile"):
-            prof_path = str(Path(os.environ["OUT"]) / "gpu_profile.txt") if os.environ.get("OUT") else None
-            try:
-                results["sections"].append(run_profile(folder, items, batch=batch, seq_len=seq_len, device=device,
-                                                       sync=sync, out_path=prof_path))
-            except Exception as err:  # noqa: BLE001
-                print(f"-- profile: FAILED ({type(err).__name__}: {str(err)[:300]})")
-
     print("== summary")
     for s in results["sections"]:
         if "ratio" not in s:  # kalm-only sections (levers, profile)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check (benchmarks/gpu_bench.py): Qwen2-0.5B-shaped KaLMEmbedder vs sentence-transformers on one GPU:
-# training tokens/s + MFU at sequence length 512 (plain MNRL and GradCache/CachedMNRL) and encode throughput.
+# training tokens/s + MFU at sequence length 512 (plain MNRL and GradCache/CachedMNRL) and encode throughput;
+# then a torch.profiler breakdown of kalm's plain step ($OUT/gpu_profile.txt) and kalm alone with each MFU
+# lever (optim.compile, batch x2 + checkpointing, both); --no-levers skips those two.
 #
 # Runs with `python3` from PATH (no venv, no internet): it needs torch (CUDA), transformers,
 # sentence-transformers, accelerate, numpy, pyyaml, safetensors, and kalm_lib from this repository.
