@@ -30,6 +30,7 @@ PYTHONPATH; missing ones are listed and the script stops with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import json
@@ -170,22 +171,38 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
     return res
 
 
-def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra):
-    """kalm's plain step alone with extra ``optim.*`` settings, on a fresh copy of the saved weights
-    (compile and checkpointing change the module in place, so every lever gets its own)."""
+@contextlib.contextmanager
+def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None):
+    """A StageTrainer (plain step, bf16) around a fresh copy of the saved weights: compile and
+    checkpointing change the module in place, so every lever and the profile get their own copy.
+    Yields (trainer, kalm); the context drops its own references to them on exit."""
     import bench_train as T
-    import torch
 
     import _common as C
     from kalm_lib.model import KaLMEmbedder
 
     kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
-    batches = [items[i * batch:(i + 1) * batch] for i in range(warmup + rounds)]
-    rec = []
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
         trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
                               chunk=None, out_dir=Path(tmp), bf16="yes", optim_extra=optim_extra)
+        try:
+            yield trainer, kalm
+        finally:
+            del trainer, kalm
+
+
+def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra):
+    """kalm's plain step alone with extra ``optim.*`` settings, on a fresh copy of the saved weights."""
+    import bench_train as T
+    import torch
+
+    import _common as C
+
+    batches = [items[i * batch:(i + 1) * batch] for i in range(warmup + rounds)]
+    rec = []
+    t0 = time.perf_counter()
+    with fresh_trainer(folder, items, batch=batch, seq_len=seq_len, device=device,
+                       optim_extra=optim_extra) as (trainer, kalm):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
@@ -193,9 +210,7 @@ def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sy
             rec.append(T.kalm_step(trainer, batches[r], 1))
 
         wall, _ = C.interleave({"kalm": step}, rounds=rounds, warmup=warmup, sync=sync)
-        del trainer
-    fpt, _ = model_flops_per_token(kalm, seq_len)
-    del kalm
+        fpt, _ = model_flops_per_token(kalm, seq_len)
     t = statistics.median(wall["kalm"])
     total = statistics.mean(x[2] for x in rec[warmup:])
     peak = _peak()
@@ -214,18 +229,11 @@ def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sy
 def run_profile(folder, items, *, batch, seq_len, device, sync, out_path=None):
     """torch.profiler over 2 kalm plain steps (after 2 warm-up steps): where the device time goes."""
     import bench_train as T
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import _common as C
-    from kalm_lib.model import KaLMEmbedder
-
-    kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
     batches = [items[i * batch:(i + 1) * batch] for i in range(4)]
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
-        trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
-                              chunk=None, out_dir=Path(tmp), bf16="yes")
+    with fresh_trainer(folder, items, batch=batch, seq_len=seq_len, device=device) as (trainer, _kalm):
         for b in batches[:2]:
             T.kalm_step(trainer, b, 1)
         if sync:
@@ -237,8 +245,6 @@ def run_profile(folder, items, *, batch, seq_len, device, sync, out_path=None):
             if sync:
                 sync()
         wall = time.perf_counter() - t0
-        del trainer
-    del kalm
     events = prof.key_averages()
     dev = device.type == "cuda"
 
