@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from kalm_lib.losses import distill_kl_loss
 
 
-# The naive loop references (pytest puts tests/ on sys.path).
-import test_losses_reference as R  # noqa: E402
+# The naive loop references, all in tests/reference.py (pytest puts tests/ on sys.path).
+import reference as R  # noqa: E402
 
 B, M, D = 4, 3, 8
 

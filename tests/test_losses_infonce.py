@@ -6,8 +6,8 @@ import torch
 from kalm_lib.losses import info_nce_loss, infonce_logits
 
 
-# The naive loop references (pytest puts tests/ on sys.path).
-import test_losses_reference as R  # noqa: E402
+# The naive loop references, all in tests/reference.py (pytest puts tests/ on sys.path).
+import reference as R  # noqa: E402
 
 B, M, K, D = 4, 3, 2, 8
 

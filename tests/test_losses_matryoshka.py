@@ -7,8 +7,8 @@ from kalm_lib.losses import (DEFAULT_MATRYOSHKA_DIMS, DEFAULT_MATRYOSHKA_WEIGHTS
                              focal_info_nce_loss, info_nce_loss, matryoshka_loss, truncate_normalize)
 
 
-# The naive loop references (pytest puts tests/ on sys.path).
-import test_losses_reference as R  # noqa: E402
+# The naive loop references, all in tests/reference.py (pytest puts tests/ on sys.path).
+import reference as R  # noqa: E402
 
 B, M, D = 3, 2, 12
 DIMS, WEIGHTS = (12, 8, 4, 2), (1.0, 0.3, 0.2, 0.1)

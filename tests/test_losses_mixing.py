@@ -7,8 +7,8 @@ from kalm_lib.losses import (focal_info_nce_loss, info_nce_loss, listwise_mix, m
                              sample_pairwise_mix)
 
 
-# The naive loop references (pytest puts tests/ on sys.path).
-import test_losses_reference as R  # noqa: E402
+# The naive loop references, all in tests/reference.py (pytest puts tests/ on sys.path).
+import reference as R  # noqa: E402
 
 B, M, D = 4, 5, 8
 

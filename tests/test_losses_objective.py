@@ -6,8 +6,8 @@ import torch
 from kalm_lib.losses import KaLMObjective, ObjectiveConfig, info_nce_loss, sample_pairwise_mix
 
 
-# The naive loop references (pytest puts tests/ on sys.path).
-import test_losses_reference as R  # noqa: E402
+# The naive loop references, all in tests/reference.py (pytest puts tests/ on sys.path).
+import reference as R  # noqa: E402
 
 B, M, D = 3, 3, 12
 
@@ -21,17 +21,6 @@ FULL = dict(tau=0.2, expanded_negatives=True, focal_gamma=1.5, mix_pairwise=2, m
             matryoshka_weights=(1.0, 0.3, 0.2))
 
 
-def naive_objective(q, p, n, t, mask, j, k, lam, c):
-    qn, nn = R.trunc(q, D), R.trunc(n, D)  # mixing on full-dim unit vectors, before truncation
-    mixed = torch.cat([R.ref_pairwise_mix(nn, j, k, lam), R.ref_listwise_mix(qn, nn, c["mix_tau"])], dim=1)
-    cl = kd = 0
-    for d, w in zip(c["matryoshka_dims"], c["matryoshka_weights"]):
-        qd, pd, nd, md = R.trunc(q, d), R.trunc(p, d), R.trunc(n, d), R.trunc(mixed, d)
-        cl = cl + w * R.ref_focal(qd, pd, nd, gamma=c["focal_gamma"], tau=c["tau"], expanded=True, mixed=md)
-        kd = kd + w * R.ref_kl(qd, pd, nd, t, mask, tau_kd=c["tau_kd"])
-    return c["contrastive_weight"] * cl + c["distill_weight"] * kd, cl, kd
-
-
 def test_full_objective_matches_naive_composition():
     q, p, n = R.raw(B, D, seed=1), R.raw(B, D, seed=2), R.raw(B, M, D, seed=3)
     t = torch.rand(B, 1 + M, generator=gen(4), dtype=R.DT)
@@ -39,9 +28,9 @@ def test_full_objective_matches_naive_composition():
     j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(5), dtype=R.DT)
     obj = KaLMObjective(ObjectiveConfig(**FULL))
     R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(5))["loss"],
-                                 lambda q, p, n: naive_objective(q, p, n, t, mask, j, k, lam, FULL)[0], [q, p, n])
+                                 lambda q, p, n: R.naive_objective(q, p, n, t, mask, j, k, lam, FULL)[0], [q, p, n])
     out = obj(q, p, n, t, mask, generator=gen(5))
-    _, cl, kd = naive_objective(q, p, n, t, mask, j, k, lam, FULL)
+    _, cl, kd = R.naive_objective(q, p, n, t, mask, j, k, lam, FULL)
     torch.testing.assert_close(out["contrastive"], cl.detach())
     torch.testing.assert_close(out["distill"], kd.detach())
     assert int(out["n_mixed"]) == 3
