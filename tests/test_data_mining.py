@@ -7,6 +7,8 @@ import pytest
 
 from kalm_lib.data import exact_topk, load_records, mine_dataset, mine_hard_negatives, scaled_ranges
 
+import reference as R  # noqa: E402  (tests/reference.py)
+
 
 class Table:
     """A tiny 'embedder': fixed random unit vectors per text (plus overrides), counting calls."""
@@ -30,29 +32,13 @@ def _toy(n_q=12, n_docs=80, seed=0):
     return records, docs
 
 
-def _reference(records, docs, enc, a, b):
-    """Brute force: score every candidate, sort by (−s, first-appearance index), drop pos and the query."""
-    cand = list(dict.fromkeys([t for r in records for t in r["pos"] + r.get("neg", [])] + docs))
-    C = enc(cand)
-    out = []
-    for r in records:
-        q = enc([r["query"]])[0]
-        s = C @ q
-        order = sorted(range(len(cand)), key=lambda i: (-s[i], i))
-        others = [i for i in order if cand[i] not in r["pos"] and cand[i] != r["query"]]
-        s_plus = max(s[cand.index(p)] for p in r["pos"])
-        rank = 1 + sum(s[i] > s_plus for i in others)
-        out.append({"pool": [cand[i] for i in others[a:b]], "rank": rank, "score": {t: float(s[i]) for i, t in enumerate(cand)}})
-    return out
-
-
 def test_mining_equals_brute_force():
     records, docs = _toy()
     enc = Table()
     a, b = 5, 15
     mined, rep = mine_hard_negatives(records, encode_fn=enc, corpus=docs, num_negatives=b - a, sample_range=(a, b),
                                      filter_topk=None, scale_to_corpus=False)
-    ref = _reference(records, docs, enc, a, b)
+    ref = R.ref_mining(records, docs, enc, a, b)
     assert len(mined) == len(records) and rep.n_filtered == 0
     for m, r in zip(mined, ref):
         assert set(m["neg"]) == set(r["pool"])                    # all of ranks [a, b) when M = b − a
@@ -68,7 +54,7 @@ def test_sampled_negatives_come_from_the_rank_window():
     m0, _ = mine_hard_negatives(records, seed=0, **kw)
     m0b, _ = mine_hard_negatives(records, seed=0, **kw)
     m1, _ = mine_hard_negatives(records, seed=1, **kw)
-    ref = _reference(records, docs, enc, 10, 30)
+    ref = R.ref_mining(records, docs, enc, 10, 30)
     for m, r in zip(m0, ref):
         assert len(m["neg"]) == len(set(m["neg"])) == 4 and set(m["neg"]) <= set(r["pool"])
         assert not set(m["neg"]) & set(m["pos"])
@@ -85,7 +71,7 @@ def test_ranking_consistency_filter_drops_exactly_positives_outside_topk():
     k = 8
     mined, rep = mine_hard_negatives(records, encode_fn=enc, corpus=docs, num_negatives=3, sample_range=(10, 20),
                                      filter_topk=k, scale_to_corpus=False)
-    ref = _reference(records, docs, enc, 10, 20)
+    ref = R.ref_mining(records, docs, enc, 10, 20)
     expect_kept = [r["query"] for r, x in zip(records, ref) if x["rank"] <= k]
     assert 0 < len(expect_kept) < len(records)                       # the filter really has work to do
     assert [m["query"] for m in mined] == expect_kept
@@ -171,7 +157,7 @@ def test_any_embedder_kalm_like_object():
     mined, rep = mine_hard_negatives(records, m, corpus=docs, num_negatives=3, sample_range=(2, 8), filter_topk=None,
                                      scale_to_corpus=False, batch_size=5)
     assert m.calls and all(c[1] == 5 and c[2] is True for c in m.calls)
-    ref = _reference(records, docs, table, 2, 8)
+    ref = R.ref_mining(records, docs, table, 2, 8)
     for x, r in zip(mined, ref):
         assert set(x["neg"]) <= set(r["pool"]) and x["pos_rank"] == r["rank"]
         assert x["neg_scores"] == pytest.approx([r["score"][t] for t in x["neg"]], abs=1e-5)
@@ -209,7 +195,7 @@ def test_scifact_train_queries_with_minilm(tmp_path, data_dir):
                                      output_path=tmp_path / "en-scifact.jsonl")
     # reference: queries carry the instruction; documents do not (asymmetric task)
     inst = [dict(r, query=format_query(r["query"], entry.instruction)) for r in records]
-    ref = _reference(inst, docs, enc, 5, 15)
+    ref = R.ref_mining(inst, docs, enc, 5, 15)
     kept = [r["query"] for r, x in zip(records, ref) if x["rank"] <= 10]
     assert [m["query"] for m in mined] == kept
     assert rep.n_queries == 8 and rep.n_filtered == 8 - len(kept)
@@ -217,3 +203,94 @@ def test_scifact_train_queries_with_minilm(tmp_path, data_dir):
     for m in mined:
         assert set(m["neg"]) <= set(by_q[m["query"]]["pool"])
         assert m["neg_scores"] == pytest.approx([by_q[m["query"]]["score"][t] for t in m["neg"]], abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the paper's rules, pinned exactly
+class Ladder:
+    """Every text starting with "query" encodes to e₀; document i to a unit vector whose cosine with e₀ is
+    0.9 − 5·10⁻⁴·i, so every query ranks the documents d0 > d1 > … (far apart next to float32 round-off)."""
+
+    def __init__(self, n_docs):
+        self.docs = [f"d{i}" for i in range(n_docs)]
+        self.score = {d: 0.9 - 5e-4 * i for i, d in enumerate(self.docs)}
+        self.seen: list[str] = []
+
+    def __call__(self, texts):
+        self.seen += list(texts)
+        out = np.zeros((len(texts), 2), dtype=np.float32)
+        for r, t in enumerate(texts):
+            s = 1.0 if t.startswith("query") else self.score[t]
+            out[r] = (s, np.sqrt(1 - s * s))
+        return out
+
+
+def _ladder_records():
+    # positives at exact ranks: d49 has 49 documents above it (rank 50 = the top-k edge), d50 has 50 (rank 51);
+    # the other records' positives are ordinary candidates for a query (d49 is above d50 for "query past")
+    return [{"query": "query edge", "pos": ["d49"]},
+            {"query": "query past", "pos": ["d50"]},
+            {"query": "query multi", "pos": ["d80", "d9", "d70"]},          # best positive d9: rank 10
+            {"query": "query multi-edge", "pos": ["d200", "d49", "d50"]},    # best d49: rank 50; d50 is its own
+            {"query": "query multi-past", "pos": ["d50", "d300"]}]           # best d50: rank 51 (d49 is above)
+
+
+def test_ranking_consistency_filter_default_is_top_50_and_the_edge_is_inclusive():
+    """PAPER.md §3.1: drop an example whose positive is not in the top-50. With the defaults (k = 50, ranks
+    [50, 100)) and a pool of ≥ 1000 candidates (so no rank scaling), a best positive at rank exactly 50 is kept and
+    one at rank 51 is dropped; several positives rank by the best one (max), the others never count against it."""
+    import inspect
+
+    enc = Ladder(1100)
+    records = _ladder_records()
+    mined, rep = mine_hard_negatives(records, encode_fn=enc, corpus=enc.docs)       # every default
+    assert inspect.signature(mine_hard_negatives).parameters["filter_topk"].default == 50
+    assert rep.filter_topk == 50 and rep.sample_range == (50, 100) and rep.corpus_size == 1100
+    assert rep.pos_ranks == [50, 51, 10, 50, 51]
+    assert [m["query"] for m in mined] == ["query edge", "query multi", "query multi-edge"]
+    assert rep.n_filtered == 2 and [m["pos_rank"] for m in mined] == [50, 10, 50]
+    # the reference ranks agree, and the window [50, 100) skips the record's own positives
+    ref = R.ref_mining(records, enc.docs, enc, 50, 100)
+    assert [x["rank"] for x in ref] == rep.pos_ranks
+    for m, x in zip(mined, (ref[0], ref[2], ref[3])):
+        assert len(m["neg"]) == 7 and set(m["neg"]) <= set(x["pool"]) and not set(m["neg"]) & set(m["pos"])
+
+
+def test_positive_score_is_the_best_over_the_positives():
+    """s⁺ = max over an example's positives (V1 hn_mine.py ``max(pos_scores)``): the reported score, the rank and
+    hence the filter all follow the best positive, whatever the order of the positives."""
+    enc = Ladder(200)
+    recs = [{"query": "query a", "pos": ["d120", "d3"]}, {"query": "query b", "pos": ["d3", "d120"]},
+            {"query": "query c", "pos": ["d150", "d7", "d140"]}]
+    mined, rep = mine_hard_negatives(recs, encode_fn=enc, corpus=enc.docs, num_negatives=3, sample_range=(10, 20),
+                                     filter_topk=20, scale_to_corpus=False)
+    assert rep.pos_ranks == [4, 4, 8]
+    assert rep.pos_scores == pytest.approx([enc.score["d3"], enc.score["d3"], enc.score["d7"]], abs=1e-6)
+    assert [m["query"] for m in mined] == ["query a", "query b", "query c"]                # min would drop all three
+    assert mined[2]["pos_scores"] == pytest.approx([enc.score[p] for p in recs[2]["pos"]], abs=1e-6)
+
+
+@pytest.mark.parametrize("name, symmetric", [("en-mrpc-paraphrase", True), ("en-scifact", False)])
+def test_mining_puts_the_instruction_on_candidates_only_for_symmetric_tasks(tmp_path, data_dir, name, symmetric):
+    """PAPER.md §3.5 (V2): symmetric tasks carry the instruction on the passage side too, so the miner must score
+    candidates as training will see them; asymmetric candidates stay raw. Queries always carry it."""
+    from kalm_lib.data import get_entry
+    from kalm_lib.model import format_query
+
+    entry = get_entry(name)
+    assert entry.symmetric is symmetric
+    prefix = format_query("", entry.instruction)
+    table = Table(seed=7)
+    calls = []
+
+    def enc(texts):
+        calls.append(list(texts))
+        return table(texts)
+
+    mined, rep = mine_dataset(entry, None, tmp_path, data_dir=data_dir, max_rows=6, corpus_limit=20, encode_fn=enc,
+                              num_negatives=2, sample_range=(1, 4), filter_topk=None, scale_to_corpus=False)
+    cands, queries = calls                                       # candidates first, then the queries
+    assert len(queries) == rep.n_queries == 6 and all(q.startswith(prefix) for q in queries)
+    assert len(cands) == rep.corpus_size >= 6
+    assert all(c.startswith(prefix) == symmetric for c in cands), [c[:60] for c in cands[:3]]
+    # the written examples stay raw: the training set adds the instruction once, when it builds items
+    assert not any(t.startswith(prefix) for m in mined for t in [m["query"], *m["pos"], *m["neg"]])

@@ -4,9 +4,17 @@ With an embedder E (the previous-stage KaLM model, or any sentence-transformers 
 q (with its instruction) and every candidate passage c is encoded and scored by cosine s(q, c).
 Ranks count candidates other than q's own positives and q itself, best first, from 0.
 
-* Ranking-consistency filter, top-k (paper k = 50): with s⁺ = max_{p⁺} s(q, p⁺), the positive's rank
-  is r = 1 + #{c : s(q, c) > s⁺}; the example is **dropped** when r > k (its positive is not in the
-  top-k). Ties favour the positive.
+* Ranking-consistency filter, top-k (paper k = 50, the default): with s⁺ = max_{p⁺} s(q, p⁺) (the BEST
+  positive, as V1's ``pos_score = max(pos_scores)``), the positive's rank is r = 1 + #{c : s(q, c) > s⁺}
+  over the candidates c other than q's own positives and q itself; the example is **kept when r ≤ k** and
+  **dropped when r > k**: with k = 50, a best positive at rank 50 stays, one at rank 51 goes.
+  Why this convention: it is the rule as the papers state it ("drop the sample if its positive is not in
+  the top-50", PAPER.md §3.1). V1's ``hn_mine.py`` codes it as ``pos_score < all_p_scores[filter_topk]``
+  on the 0-based retrieval list, which keeps a positive at index 50, i.e. the 51st place (one past the
+  stated top-50) and lets the query text itself outrank the positive; we keep the stated rule.
+  How positives count: only the best one is ranked; q's other positives score ≤ s⁺ by definition, so they
+  never push it down (and are never negatives). Other examples' positives are ordinary candidates. Ties
+  (|s − s⁺| ≤ 1e-6, float32 round-off) favour the positive. ``filter_topk=None`` turns the filter off.
 * Negatives: the candidates at ranks [a, b) (paper [50, 100)) form the pool; M (paper 7) are sampled
   from it without replacement. A record's own negatives are kept first (V1), and if the pool is too
   small the rest is filled with random corpus passages (counted in the report).
