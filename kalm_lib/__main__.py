@@ -24,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--run-dir", help="fills {run_dir} in the config (default runs/<profile>)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    rg = t.add_mutually_exclusive_group()
+    rg.add_argument("--fresh", action="store_true",
+                    help="delete the output folder's checkpoints, metrics and final model and train from scratch "
+                         "(= --set resume=fresh)")
+    rg.add_argument("--restart-schedule", action="store_true",
+                    help="keep the latest checkpoint's weights and optimizer moments, start this config's lr "
+                         "schedule and data order at step 0 (= --set resume=restart_schedule)")
 
     r = sub.add_parser("reproduce", help="run every notebook for a profile, then build the book")
     r.add_argument("--profile", default="smoke")
@@ -43,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from kalm_lib.train import train_stage
 
         overrides = dict(parse_override(s) for s in args.set)
+        if args.fresh or args.restart_schedule:
+            overrides["resume"] = "fresh" if args.fresh else "restart_schedule"
         if args.profile:
             if not args.stage:
                 p.error("--profile needs --stage")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,17 @@ CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 STAGES = ("pretrain", "finetune", "distill")
 
 
+def _f(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
+       from_bool=None, default_factory=dataclasses.MISSING):
+    """A dataclass field with its allowed range (``lo``/``hi``, open or closed) or its ``choices``,
+    checked by :func:`check_fields` when a config is built. ``from_bool`` = (value for true, value for
+    false) lets a choice field take YAML's booleans (a bare ``yes`` is ``True`` in YAML 1.1)."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "from_bool": from_bool}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
     init: str = "tiny"                 # "tiny" | a local folder | a Hub id | a .gguf file | "smollm2"
@@ -28,54 +40,62 @@ class ModelConfig:
     seed: int = 0                      # weights seed for init="tiny"
     causal: bool = False               # True keeps the decoder's causal mask (the paper's ablation)
     attn_implementation: str | None = None
-    num_layers: int | None = None      # keep only the first N decoder layers (a fast CPU model)
+    num_layers: int | None = _f(None, lo=1)   # keep only the first N decoder layers (a fast CPU model)
 
 
 @dataclass
 class DataConfig:
     datasets: list = field(default_factory=list)
-    num_negatives: int = 7             # M, hard negatives per query (PAPER.md §3.1)
-    max_rows_per_dataset: int | None = None
+    num_negatives: int = _f(7, lo=0)   # M, hard negatives per query (PAPER.md §3.1)
+    max_rows_per_dataset: int | None = _f(None, lo=1)
     mined_dir: str | None = None       # mined hard negatives (stage 2), from `kalm_lib.data.mine_hard_negatives`
     teacher_scores_path: str | None = None     # teacher scores cache (stage 3)
-    homogeneous_ratio: float = 1.0     # fraction of each global batch drawn from one task
+    homogeneous_ratio: float = _f(1.0, lo=0.0, hi=1.0)  # fraction of each global batch drawn from one task
     group_by_length: bool = True       # length-grouped batches cut padding
-    query_max_len: int = 64
-    passage_max_len: int = 128
+    query_max_len: int = _f(64, lo=1)
+    passage_max_len: int = _f(128, lo=1)
     skip_invalid: bool = True          # malformed records are skipped, counted and logged (file:line:field); False raises
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-5                   # V1 script lr (PAPER.md §3); stage 1 uses more
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1          # linear warm-up then linear decay to 0
-    batch_size: int = 32               # GLOBAL batch (split evenly over processes)
-    max_steps: int | None = None       # else epochs × batches per epoch
-    epochs: float = 1.0
-    grad_clip: float = 1.0
-    gradcache_chunk_size: int | None = None    # None: plain backward; else GradCache with this sub-batch size
-    sub_batch_size: int | None = None  # plain step: embed each side in length-sorted sub-batches (less padding, same gradients)
-    bf16: str = "auto"                 # "auto" = bf16 autocast on GPU only; "yes" / "no"
+    lr: float = _f(1e-5, lo=0.0, lo_open=True)  # V1 script lr (PAPER.md §3); stage 1 uses more
+    weight_decay: float = _f(0.01, lo=0.0)
+    warmup_ratio: float = _f(0.1, lo=0.0, hi=1.0)  # linear warm-up then linear decay to 0
+    batch_size: int = _f(32, lo=1)    # GLOBAL batch (split evenly over processes)
+    max_steps: int | None = _f(None, lo=1)  # else epochs × batches per epoch
+    epochs: float = _f(1.0, lo=0.0, lo_open=True)
+    grad_clip: float = _f(1.0, lo=0.0)  # max gradient norm; 0 = no clipping
+    gradcache_chunk_size: int | None = _f(None, lo=1)  # None: plain backward; else GradCache with this sub-batch size
+    sub_batch_size: int | None = _f(None, lo=1)  # plain step: embed each side in length-sorted sub-batches (less padding, same gradients)
+    bf16: str = _f("auto", choices=("auto", "yes", "no"), from_bool=("yes", "no"))  # "auto" = bf16 autocast on GPU only
     gradient_checkpointing: bool = False
     compile: bool = False              # regional torch.compile of each decoder layer (model.compile_layers)
     adam_betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-8
+    adam_eps: float = _f(1e-8, lo=0.0, lo_open=True)
+    max_nonfinite_skips: int = _f(5, lo=1)  # a step whose loss or gradient norm is not finite is skipped; this many in a row stop the run
 
 
 @dataclass
 class TrainConfig:
-    stage: str = "finetune"
+    stage: str = _f("finetune", choices=STAGES)
     output_dir: str = "runs/default"
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     objective: dict = field(default_factory=dict)      # kalm_lib.losses.ObjectiveConfig fields
     optim: OptimConfig = field(default_factory=OptimConfig)
-    log_every: int = 1
-    save_every: int = 0                # checkpoint every N steps (0: only at the end)
-    keep_checkpoints: int = 2
-    resume: bool = True                # continue from output_dir/checkpoints/latest when present
+    log_every: int = _f(1, lo=1)
+    save_every: int = _f(0, lo=0)     # checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int = _f(2, lo=1)  # the newest N checkpoints are kept (latest included)
+    # What a rerun in a used output_dir does (kalm_lib/train.py, StageTrainer.run):
+    #   auto             continue from checkpoints/latest, or skip a finished stage; refuse when the config or the
+    #                    data differ from the run's (the differing fields are named)
+    #   fresh            delete the folder's checkpoints, metrics, final model and records, and train from scratch
+    #   restart_schedule keep the latest checkpoint's weights and optimizer moments, start the new config's lr
+    #                    schedule and data order at step 0 (the old metrics are kept as metrics.before_restart-*.jsonl)
+    # (true/false read as auto/fresh)
+    resume: str = _f("auto", choices=("auto", "fresh", "restart_schedule"), from_bool=("auto", "fresh"))
     progress_bar: bool = True
     source: str = "<dict>"             # where this config came from (for error messages)
 
@@ -86,34 +106,145 @@ class TrainConfig:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
 
 
-def _build(cls, values: dict, where: str):
+class ConfigError(ValueError):
+    """A config value of the wrong type or outside its range; the message names the file and field."""
+
+
+def _coerce(value, hint: str, name: str, where: str):
+    """``value`` checked against the annotation ``hint`` (a string: this module uses postponed
+    annotations). YAML 1.1 reads ``1e-4`` (no dot) as a string, so a number field takes a string that
+    parses as one; nothing else is converted."""
+    def bad(expected: str):
+        return ConfigError(f"{where}: field '{name}' must be {expected}, got {value!r} ({type(value).__name__})")
+
+    options = [h.strip() for h in hint.split("|")]
+    if value is None:
+        if "None" in options:
+            return None
+        raise bad(hint)
+    kind = options[0]
+    if kind == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if kind == "int":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("an integer") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind in ("list", "tuple"):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        return list(value) if kind == "list" else tuple(value)
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return value
+    return value
+
+
+def check_fields(obj, source: str, prefix: str = ""):
+    """Type-check and range-check every field of a config dataclass in place (see :func:`_f`); errors name
+    ``source`` (the YAML file) and the dotted field."""
+    where = source
+    for f in dataclasses.fields(obj):
+        name = prefix + f.name
+        value = getattr(obj, f.name)
+        meta = f.metadata
+        choices = meta.get("choices")
+        if meta.get("from_bool") and isinstance(value, bool):
+            value = meta["from_bool"][0 if value else 1]
+        value = _coerce(value, str(f.type), name, where)
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: field '{name}' must be one of {list(choices)}, got {value!r}")
+        if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = meta.get("lo"), meta.get("hi")
+            if lo is not None and (value <= lo if meta.get("lo_open") else value < lo) or \
+                    hi is not None and (value >= hi if meta.get("hi_open") else value > hi):
+                rng = (("(" if meta.get("lo_open") else "[") + (str(lo) if lo is not None else "-inf") + ", "
+                       + (str(hi) if hi is not None else "inf") + (")" if meta.get("hi_open") or hi is None else "]"))
+                raise ConfigError(f"{where}: field '{name}' = {value!r} is outside its range {rng}")
+        if f.name == "adam_betas" and (len(value) != 2 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in value)):
+            raise ConfigError(f"{where}: field '{name}' must be two numbers in [0, 1), got {value!r}")
+        setattr(obj, f.name, value)
+    return obj
+
+
+def _build(cls, values: dict, source: str, section: str = ""):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    return cls(**values)
+        where = f"{source}: section '{section}'" if section else source
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    return check_fields(cls(**values), source, f"{section}." if section else "")
+
+
+def _check_tiny(tiny: dict, where: str) -> None:
+    """``model.tiny`` holds Qwen2Config fields; Qwen2Config takes any keyword, so a typo would pass."""
+    if not tiny:
+        return
+    from transformers import Qwen2Config
+    known = set(Qwen2Config().to_dict()) | {"attn_implementation"}
+    unknown = sorted(set(tiny) - known)
+    if unknown:
+        raise ConfigError(f"{where}: field 'model.tiny' has unknown Qwen2Config key(s) {unknown}")
+
+
+def _coerce_objective(obj: dict, where: str) -> dict:
+    """Numbers of the objective section read like every other section's (``tau: 1e-2`` is a number);
+    ranges and the rest are checked by ObjectiveConfig itself."""
+    from kalm_lib.losses import ObjectiveConfig
+    hints = {f.name: str(f.type) for f in dataclasses.fields(ObjectiveConfig)}
+    out = dict(obj)
+    for k, v in obj.items():
+        h = hints.get(k, "")
+        if h.split("|")[0].strip() in ("float", "int") and isinstance(v, str):
+            out[k] = _coerce(v, h, f"objective.{k}", where)
+    return out
 
 
 def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
-    """Validate the keys of every section and build a :class:`TrainConfig`."""
+    """Validate the keys, types and ranges of every section and build a :class:`TrainConfig`."""
     d = copy.deepcopy(d)
     kwargs: dict[str, Any] = {}
     for key, value in d.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
-                raise ValueError(f"{source}: section '{key}' must be a mapping")
-            kwargs[key] = _build(_SECTIONS[key], value, f"{source}: section '{key}'")
+                raise ConfigError(f"{source}: section '{key}' must be a mapping")
+            kwargs[key] = _build(_SECTIONS[key], value, source, key)
         else:
             kwargs[key] = value
     kwargs["source"] = source
+    if not isinstance(kwargs.get("objective", {}), dict):
+        raise ConfigError(f"{source}: section 'objective' must be a mapping")
     cfg = _build(TrainConfig, kwargs, source)
-    if cfg.stage not in STAGES:
-        raise ValueError(f"{source}: field 'stage' must be one of {STAGES}, got {cfg.stage!r}")
+    _check_tiny(cfg.model.tiny, source)
     from kalm_lib.losses import ObjectiveConfig
+    cfg.objective = _coerce_objective(cfg.objective, source)
     try:
         ObjectiveConfig.from_dict(cfg.objective)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{source}: section 'objective': {err}") from err
+        raise ConfigError(f"{source}: section 'objective': {err}") from err
     return cfg
 
 

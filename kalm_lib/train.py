@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -49,7 +50,19 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept untouched."""
+    """Too many steps in a row were not finite, or a weight is not finite at a save; nothing is written."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be continued as asked: a changed config, a bad checkpoint pointer, no
+    readable checkpoint. The message names the files and fields, and how to proceed."""
+
+
+# Config fields that change neither the schedule, the data nor the model: a resumed run may change them.
+_RESUME_FREE = {"log_every", "save_every", "keep_checkpoints", "resume", "progress_bar", "source", "output_dir",
+                "optim.max_nonfinite_skips", "optim.compile", "optim.gradient_checkpointing",
+                "optim.gradcache_chunk_size", "optim.sub_batch_size", "data.skip_invalid"}
+_CKPT_NAME = re.compile(r"step_\d{7}")
 
 
 # ---------------------------------------------------------------------------- model
@@ -109,6 +122,10 @@ class Batch:
                     mask[i] = torch.isfinite(scores[i])
                     scores[i] = torch.nan_to_num(scores[i])
         return cls([e["query"] for e in examples], [e["pos"] for e in examples], negs, num_negatives, scores, mask)
+
+
+class _Mismatch(Exception):
+    """A checkpoint made for other data or another schedule (raised as RunFolderError by maybe_resume)."""
 
 
 class _RandState:
@@ -210,8 +227,8 @@ class StepRunner:
                                   self.model(inputs_embeds=x, attention_mask=f["attention_mask"]))
                 rows[kind].append(r)
             out = self._loss(self._in_order(embs["q"], rows["q"]), self._in_order(embs["p"], rows["p"]), batch)
-            self._check_finite(out)
-            self._backward(out["loss"] * self.world)
+            if self._finite(out):  # a non-finite loss has nothing to back-propagate; the trainer skips the step
+                self._backward(out["loss"] * self.world)
         else:
             out = self._gradcache(parts, batch)
         return {k: float(v.detach()) for k, v in out.items()}, real, total
@@ -245,7 +262,8 @@ class StepRunner:
         p = self._in_order(embs["p"], rows["p"]).detach().requires_grad_()
         # 2) the loss and its gradient with respect to the embeddings only
         out = self._loss(q, p, batch)
-        self._check_finite(out)
+        if not self._finite(out):
+            return out  # the trainer skips this step; no second forward is worth running
         (out["loss"] * self.world).backward()
         grads = {"q": q.grad, "p": p.grad}
         # 3) re-embed each sub-batch with a graph and back-propagate ⟨e, ∂L/∂e⟩; gradients are
@@ -262,35 +280,85 @@ class StepRunner:
         return out
 
     @staticmethod
-    def _check_finite(out: dict):
-        loss = out["loss"]
-        if not torch.isfinite(loss.detach()).all():
-            terms = {k: float(v.detach()) for k, v in out.items()}
-            raise TrainingDiverged(f"non-finite loss {terms}; stopping. The last good checkpoint is kept; "
-                                   "lower the learning rate or raise τ and resume.")
+    def _finite(out: dict) -> bool:
+        """The loss is identical on every rank (a global loss), so every rank takes the same branch."""
+        return bool(torch.isfinite(out["loss"].detach()).all())
 
 
 # ---------------------------------------------------------------------------- state
 class TrainState:
-    """Everything beyond model/optimizer/scheduler that a resumed run needs to continue identically."""
+    """Everything beyond model/optimizer/scheduler that a resumed run needs to continue identically.
+
+    Saved as JSON (``trainer_state.json`` in each checkpoint, with the scheduler's state) rather than
+    through accelerate's custom-state pickles, which it loads with ``weights_only=False``: a crafted file in
+    a run folder must never execute code (accelerate loads the model, optimizer and RNG files itself with
+    ``weights_only=True``).
+    """
 
     def __init__(self, sampler, generator: torch.Generator):
         self.step, self.epoch, self.sampler, self.generator = 0, 0, sampler, generator
+        self.skipped = 0  # steps not applied because their loss or gradient norm was not finite
 
     def state_dict(self):
-        return {"step": self.step, "epoch": self.epoch, "sampler": self.sampler.state_dict(),
-                "generator": self.generator.get_state()}
+        return {"step": self.step, "epoch": self.epoch, "skipped": self.skipped,
+                "sampler": self.sampler.state_dict(), "generator": self.generator.get_state().tolist()}
 
     def load_state_dict(self, d):
-        self.step, self.epoch = int(d["step"]), int(d["epoch"])
+        self.step, self.epoch, self.skipped = int(d["step"]), int(d["epoch"]), int(d.get("skipped", 0))
         self.sampler.load_state_dict(d["sampler"])
-        self.generator.set_state(d["generator"])
+        self.generator.set_state(torch.tensor(d["generator"], dtype=torch.uint8))
 
 
 def _atomic_write_text(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _flatten(d: dict) -> dict:
+    """``{"optim": {"lr": 1e-5}}`` → ``{"optim.lr": 1e-5}`` (one level: ``model.tiny`` compares as a whole)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("model", "data", "optim", "objective"):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``"optim.lr: 1e-05 (run) -> 0.0001 (now)"`` for every field that changes the schedule, data or model."""
+    a, b = _flatten(json.loads(json.dumps(old, default=str))), _flatten(json.loads(json.dumps(new, default=str)))
+    return [f"{k}: {a.get(k, '<unset>')!r} (run) -> {b.get(k, '<unset>')!r} (now)"
+            for k in sorted(set(a) | set(b)) if k not in _RESUME_FREE and a.get(k) != b.get(k)]
+
+
+def read_metrics_records(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``. A torn LAST line (a crash or a full disk mid-write) is dropped with
+    a warning; a bad line anywhere else is an error naming the file and line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "step" not in rec:
+                raise ValueError("not a record with a 'step'")
+        except ValueError as err:
+            if n == len(lines):
+                log.warning("%s:%d: torn last line dropped (%s)", path, n, err)
+                break
+            raise RunFolderError(f"{path}:{n}: not a metrics record ({err})") from None
+        out.append(rec)
+    return out
+
+
+def _nonfinite_parameter(model) -> str | None:
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            return name
+    return None
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -373,7 +441,6 @@ class StageTrainer:
         self.model, self.optimizer = acc.prepare(self.kalm, self.optimizer)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.state = TrainState(self.sampler, self.generator)
-        acc.register_for_checkpointing(self.scheduler, self.state)
         self.objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
         self.step_runner = StepRunner(self.model, self.kalm, self.objective, cfg, acc, self.generator)
         n_params = sum(p.numel() for p in self.kalm.parameters())
@@ -396,11 +463,25 @@ class StageTrainer:
     def ckpt_dir(self) -> Path:
         return self.out / "checkpoints"
 
+    def _facts(self) -> dict:
+        """What the config alone does not pin: a resumed run must see the same data and schedule."""
+        return {"examples": len(self.dataset), "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
+
+    def _check_weights_finite(self, what: Path):
+        """Refuse to write a non-finite weight (every rank checks its own parameters; FSDP shards differ)."""
+        bad = _nonfinite_parameter(self.model)
+        flag = torch.tensor([0 if bad is None else 1], device=self.accelerator.device)
+        if int(self.accelerator.gather(flag).sum()):
+            raise TrainingDiverged(f"not writing {what}: parameter {bad or '(on another rank)'} is not finite "
+                                   f"at step {self.state.step}; the last checkpoint on disk is kept")
+
     def save_checkpoint(self):
-        """accelerate state (model, optimizer, RNG, scheduler, sampler, mixing generator), atomically."""
+        """accelerate state (model, optimizer, RNG) plus ``trainer_state.json`` (scheduler, sampler, mixing
+        generator, step), written to a temporary folder and renamed: a checkpoint on disk is always whole."""
         acc = self.accelerator
         final = self.ckpt_dir / f"step_{self.state.step:07d}"
         tmp = self.ckpt_dir / f".tmp_step_{self.state.step:07d}"
+        self._check_weights_finite(final)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -408,25 +489,97 @@ class StageTrainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            state = {"trainer": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "facts": self._facts()}
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             _atomic_write_text(self.ckpt_dir / "latest", final.name + "\n")
-            done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())
+            done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and _CKPT_NAME.fullmatch(p.name))
             for old in done[: max(0, len(done) - self.cfg.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
-    def maybe_resume(self) -> bool:
+    def _checkpoint_candidates(self) -> list[Path]:
+        """``latest`` first, then the older checkpoints, newest first. ``latest`` must name a checkpoint
+        folder inside this run's ``checkpoints/`` (never a path elsewhere)."""
         latest = self.ckpt_dir / "latest"
-        if not (self.cfg.resume and latest.is_file()):
-            return False
-        path = self.ckpt_dir / latest.read_text().strip()
-        if not path.is_dir():
-            raise FileNotFoundError(f"{latest} points at {path}, which is missing")
+        names = sorted((p.name for p in self.ckpt_dir.glob("step_*") if p.is_dir() and _CKPT_NAME.fullmatch(p.name)),
+                       reverse=True)
+        if latest.is_file():
+            name = latest.read_text(encoding="utf-8", errors="replace").strip()
+            if not _CKPT_NAME.fullmatch(name) or (self.ckpt_dir / name).resolve().parent != self.ckpt_dir.resolve():
+                raise RunFolderError(f"{latest} holds {name[:200]!r}, not the name of a checkpoint folder "
+                                     f"(step_NNNNNNN) in {self.ckpt_dir}; refusing to load it")
+            if name in names:
+                names.remove(name)
+                names.insert(0, name)
+            else:
+                log.warning("%s points at %s, which is missing; trying the older checkpoints %s", latest, name, names)
+        return [self.ckpt_dir / n for n in names]
+
+    def _load_checkpoint(self, path: Path, restart_schedule: bool) -> None:
+        state_file = path / "trainer_state.json"
+        try:
+            state = json.loads(state_file.read_text())
+            facts = state["facts"]
+        except (OSError, ValueError, KeyError) as err:
+            raise RunFolderError(f"{state_file}: unreadable ({type(err).__name__}: {err})") from None
+        if not restart_schedule and facts != self._facts():
+            diff = [f"{k}: {facts.get(k)} (run) -> {v} (now)" for k, v in self._facts().items() if facts.get(k) != v]
+            raise _Mismatch(f"{path}: the data or schedule changed since this run started: {'; '.join(diff)}")
         self.accelerator.load_state(str(path))
-        log.info("resumed from %s at step %d", path, self.state.step)
-        self._truncate_metrics(self.state.step)
-        return True
+        if not restart_schedule:
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.state.load_state_dict(state["trainer"])
+        else:
+            # the loaded optimizer carries the old run's lr; the new schedule's starts at step 0
+            for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                g["lr"], g["initial_lr"] = lr, self.cfg.optim.lr
+
+    def maybe_resume(self, restart_schedule: bool = False) -> bool:
+        """Load the newest readable checkpoint; a torn or truncated one falls back to the previous one with a
+        warning naming both. Returns False when there is none."""
+        if self.cfg.resume == "fresh":
+            return False
+        candidates = self._checkpoint_candidates()
+        errors = []
+        for n, path in enumerate(candidates):
+            try:
+                self._load_checkpoint(path, restart_schedule)
+            except _Mismatch as err:
+                raise RunFolderError(f"{err}. Rerun with resume=fresh (--fresh) to train from scratch, or "
+                                     f"resume=restart_schedule (--restart-schedule) to keep the weights") from None
+            except Exception as err:  # a torn file: safetensors, torch or JSON errors of every kind
+                errors.append(f"{path}: {type(err).__name__}: {err}")
+                nxt = candidates[n + 1] if n + 1 < len(candidates) else None
+                log.warning("checkpoint %s is unreadable (%s: %s); %s", path, type(err).__name__, err,
+                            f"falling back to {nxt}" if nxt else "no older checkpoint is left")
+                continue
+            log.info("resumed from %s at step %d%s", path, self.state.step,
+                     " with a new schedule from step 0" if restart_schedule else "")
+            self._truncate_metrics(self.state.step)
+            return True
+        if errors:
+            raise RunFolderError("no readable checkpoint in " + str(self.ckpt_dir) + ":\n  " + "\n  ".join(errors)
+                                 + "\nRerun with resume=fresh (--fresh) to train from scratch")
+        return False
+
+    def _clean_stale(self):
+        """Temporary folders and files left by a run killed while saving (never read, only in the way)."""
+        stale = list(self.out.glob(".final.tmp-*")) + list(self.out.glob(".final.old-*")) + \
+            list(self.ckpt_dir.glob(".tmp_step_*")) + list(self.out.glob(".*.tmp"))
+        for p in stale:
+            log.info("removing a temporary leftover of an interrupted save: %s", p)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def _start_fresh(self):
+        for name in ("checkpoints", "final", "metrics.jsonl", "DONE", "config.json"):
+            p = self.out / name
+            if p.exists():
+                log.info("resume=fresh: removing %s", p)
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -434,16 +587,18 @@ class StageTrainer:
         return self.out / "metrics.jsonl"
 
     def _truncate_metrics(self, step: int):
-        """After a resume, drop log lines of steps that will be re-run."""
+        """After a resume, drop log lines of steps that will be re-run (and a torn last line)."""
         if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
             return
-        keep = [l for l in self.metrics_path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-        _atomic_write_text(self.metrics_path, "".join(l + "\n" for l in keep))
+        keep = [r for r in read_metrics_records(self.metrics_path) if r["step"] <= step]
+        _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict):
         if self.accelerator.is_main_process:
-            with self.metrics_path.open("a") as f:
+            # one write of a whole line, flushed: a crash can tear only the last line, which readers drop
+            with self.metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+                f.flush()
         for cb in self.callbacks:
             cb(record["step"], record)
 
@@ -458,16 +613,63 @@ class StageTrainer:
                 yield [self.dataset[int(i)] for i in idx]
             self.state.epoch += 1  # set_epoch() of a new epoch restarts the sampler at position 0
 
+    def _prepare_folder(self) -> Path | None:
+        """Decide what this run does with what ``output_dir`` holds (see ``TrainConfig.resume``). Returns the
+        final model when the stage already finished with this config (nothing is retrained or rewritten)."""
+        cfg, acc = self.cfg, self.accelerator
+        config_file, done = self.out / "config.json", self.out / "DONE"
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.resume == "fresh":
+                self._start_fresh()
+            self._clean_stale()
+        acc.wait_for_everyone()
+        fix = "rerun with resume=fresh (--fresh) to train from scratch"
+        if cfg.resume != "fresh" and config_file.is_file():
+            try:
+                old = json.loads(config_file.read_text())
+            except ValueError as err:
+                raise RunFolderError(f"{config_file}: unreadable ({err}); {fix}") from None
+            diff = config_differences(old, cfg.to_dict())
+            if diff and cfg.resume == "auto":
+                raise RunFolderError(f"{self.out} holds a run with another config; it differs in\n  "
+                                     + "\n  ".join(diff) + f"\n{fix}, or with resume=restart_schedule "
+                                     "(--restart-schedule) to continue its latest checkpoint's weights under the new schedule")
+            if not diff and done.is_file() and (self.out / "final").is_dir():
+                finished = json.loads(done.read_text())
+                if finished.get("facts", self._facts()) == self._facts():
+                    log.info("%s: this stage already finished (%s steps) with this config; nothing to do "
+                             "(resume=fresh retrains it)", self.out, finished.get("steps"))
+                    return self.out / "final"
+                raise RunFolderError(f"{done}: the stage finished on other data or another schedule "
+                                     f"({finished.get('facts')} then, {self._facts()} now); {fix}")
+        return None
+
     def run(self) -> Path:
         from tqdm.auto import tqdm
 
         cfg, acc = self.cfg, self.accelerator
-        self.out.mkdir(parents=True, exist_ok=True)
+        finished = self._prepare_folder()
+        if finished is not None:
+            return finished
+        restart = cfg.resume == "restart_schedule"
+        resumed = self.maybe_resume(restart_schedule=restart)
+        if restart and not resumed:
+            raise RunFolderError(f"resume=restart_schedule: {self.ckpt_dir} holds no checkpoint to continue from "
+                                 "(start a new stage from a final model with model.init instead)")
+        if restart:  # the new schedule and data order start at step 0 on every rank
+            self.state.step, self.state.epoch, self.state.skipped = 0, 0, 0
+            self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": cfg.seed})
         if acc.is_main_process:
-            _atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
-        resumed = self.maybe_resume()
-        if not resumed and acc.is_main_process and self.metrics_path.exists():
-            self.metrics_path.unlink()
+            if restart:
+                (self.out / "DONE").unlink(missing_ok=True)
+                if self.metrics_path.exists():
+                    stamp = time.strftime("%Y%m%d-%H%M%S")
+                    os.replace(self.metrics_path, self.out / f"metrics.before_restart-{stamp}.jsonl")
+            elif not resumed and self.metrics_path.exists():
+                self.metrics_path.unlink()
+            if not resumed or restart:  # the config a run was started with; a plain resume keeps it
+                _atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
         M = self.dataset.num_negatives if hasattr(self.dataset, "num_negatives") else cfg.data.num_negatives
         if cfg.stage == "pretrain":
             M = 0
@@ -475,27 +677,48 @@ class StageTrainer:
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc=f"{cfg.stage}",
                    disable=bar_disabled(cfg.progress_bar and acc.is_main_process))
         batches = self._batches()
+        in_a_row = 0
         while self.state.step < self.total_steps:
             t0 = time.perf_counter()
             batch = Batch.from_examples(next(batches), M)
             terms, real, total = self.step_runner(batch)
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip) \
-                if cfg.optim.grad_clip else _grad_norm(self.model)
+            if math.isfinite(terms["loss"]):
+                grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                                  if cfg.optim.grad_clip else _grad_norm(self.model))
+            else:
+                grad_norm = float("nan")
             lr = self.scheduler.get_last_lr()[0]
-            self.optimizer.step()
+            # A step whose loss or gradient norm is not finite is not applied (DeepSpeed's overflow skip):
+            # AdamW would write NaN into every weight. The schedule and the data position still advance.
+            skip = not (math.isfinite(terms["loss"]) and math.isfinite(grad_norm))
+            if skip:
+                self.state.skipped += 1
+                in_a_row += 1
+                log.warning("step %d: non-finite %s (%s); the update is skipped (%d in a row, %d in all)",
+                            self.state.step + 1, "loss" if not math.isfinite(terms["loss"]) else "gradient norm",
+                            {k: round(v, 4) for k, v in terms.items()}, in_a_row, self.state.skipped)
+            else:
+                in_a_row = 0
+                self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.state.step += 1
             dt = time.perf_counter() - t0
             tokens = real * acc.num_processes
             rec = {"step": self.state.step, "epoch": self.state.epoch, **terms, "lr": lr,
-                   "grad_norm": float(grad_norm), "tokens_per_s": tokens / dt,
+                   "grad_norm": grad_norm, "tokens_per_s": tokens / dt,
                    "pairs_per_s": cfg.optim.batch_size / dt, "padding_fraction": 1 - real / max(total, 1),
-                   "memory_mb": _memory_mb(self.kalm.device), "step_time_s": dt}
+                   "memory_mb": _memory_mb(self.kalm.device), "step_time_s": dt,
+                   "skipped": skip, "skipped_steps": self.state.skipped}
             if self.peak_flops:
                 rec["mfu"] = self.flops_per_token * total / dt / self.peak_flops
-            if self.state.step % cfg.log_every == 0 or self.state.step == self.total_steps:
+            if skip or self.state.step % cfg.log_every == 0 or self.state.step == self.total_steps:
                 self._log(rec)
+            if in_a_row >= cfg.optim.max_nonfinite_skips:
+                raise TrainingDiverged(
+                    f"{in_a_row} steps in a row (up to step {self.state.step}) had a non-finite loss or gradient "
+                    f"norm (optim.max_nonfinite_skips={cfg.optim.max_nonfinite_skips}); stopping. No update of "
+                    "theirs was applied and the checkpoints on disk are kept; lower optim.lr or raise τ and resume.")
             bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}")
             bar.update(1)
             if cfg.save_every and self.state.step % cfg.save_every == 0 and self.state.step < self.total_steps:
@@ -507,9 +730,11 @@ class StageTrainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         final = self.out / "final"
+        self._check_weights_finite(final)
         if acc.is_main_process:
             acc.unwrap_model(self.model).save(final)
-            _atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step}) + "\n")
+            _atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step, "skipped": self.state.skipped,
+                                                             "facts": self._facts()}) + "\n")
         acc.wait_for_everyone()
         return final
 
@@ -532,4 +757,4 @@ def read_metrics(output_dir: str | os.PathLike):
     path = Path(output_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics log at {path}")
-    return pd.read_json(path, lines=True)
+    return pd.DataFrame.from_records(read_metrics_records(path))

@@ -1,6 +1,7 @@
 """The stage trainer: GradCache = full-batch gradient, resume = uninterrupted run, 2 processes = 1, NaN stops."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -190,6 +191,8 @@ def test_metrics_log_fields(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    """NaN weights after step 3: steps 4-6 are skipped (not applied), and neither the step-4 checkpoint nor
+    final/ is written with a non-finite weight; the step-2 checkpoint stays latest."""
     cfg = toy_config(tmp_path, save_every=2)
 
     def poison(step, rec):
@@ -199,10 +202,13 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
                     p.fill_(float("nan"))
 
     trainer_model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
-    with pytest.raises(TrainingDiverged, match="non-finite loss"):
+    with pytest.raises(TrainingDiverged, match="step_0000004: parameter .* is not finite at step 4"):
         train_stage(cfg, dataset=ToyDataset(), model=trainer_model, callbacks=[poison])
     ckpt = Path(cfg.output_dir) / "checkpoints"
     assert (ckpt / "latest").read_text().strip() == "step_0000002"
+    assert not (Path(cfg.output_dir) / "final").exists()
+    assert [r["skipped"] for r in map(json.loads, (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines())] \
+        == [False, False, False, True]
     from safetensors.torch import load_file
     w = load_file(str(ckpt / "step_0000002" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in w.values())
@@ -250,3 +256,69 @@ def test_two_process_step_equals_one_process(tmp_path, sub_batch):
         # Adam turns the round-off in near-zero gradients (e.g. the key bias, to which softmax attention
         # is invariant) into ±lr·1e-3-sized steps; everything else agrees to ~1e-7.
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+# --------------------------------------------------------------------------- the recipe's rules (issue 19)
+TOY_TINY = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "num_hidden_layers": 2}
+
+
+def _dropout_step(model, chunk, sub_batch, seed, dropout=0.3):
+    """One step (loss terms, parameter gradients) of ``model`` (the toy one, attention dropout ``dropout``) in train
+    mode, the torch RNG seeded just before the step."""
+    cfg = toy_config(Path("/tmp"), model={"tiny": {**TOY_TINY, "attention_dropout": dropout}},
+                     optim={"gradcache_chunk_size": chunk, "sub_batch_size": sub_batch},
+                     objective={"distill_weight": 1.0})
+    model.zero_grad(set_to_none=True)
+    model.train()
+    runner = StepRunner(model, model, KaLMObjective(ObjectiveConfig.from_dict(cfg.objective)), cfg,
+                        accelerator=None, generator=torch.Generator().manual_seed(1))
+    ds = ToyDataset(num_negatives=3, teacher=True)
+    torch.manual_seed(seed)
+    terms, _, _ = runner(Batch.from_examples([ds[i] for i in range(8)], 3))
+    return terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradcache_replays_the_dropout_of_its_first_forward():
+    """GradCache embeds each sub-batch twice (no graph, then with a graph); with dropout on (p = 0.3) the second
+    forward must draw the same masks as the first, or ∂L/∂e belongs to other embeddings than the ones it is
+    back-propagated through. Reference: the plain step over the same length-sorted sub-batches (same forwards in
+    the same order, so the same masks), one graph and one backward: the full-batch gradient under those masks."""
+    model = KaLMEmbedder.tiny(seed=0, **TOY_TINY, attention_dropout=0.3).double()  # built once (~4 s)
+    assert model.backbone.config.attention_dropout == 0.3
+    full_terms, full = _dropout_step(model, None, 3, seed=7)
+    cached_terms, cached = _dropout_step(model, 3, None, seed=7)
+    assert cached_terms["loss"] == pytest.approx(full_terms["loss"], abs=1e-10)
+    assert full.keys() == cached.keys() and len(full) > 5
+    for name in full:
+        torch.testing.assert_close(cached[name], full[name], atol=1e-8, rtol=1e-6, msg=name)
+    # dropout is really on: another seed draws other masks, hence another loss
+    assert _dropout_step(model, None, 3, seed=8)[0]["loss"] != pytest.approx(full_terms["loss"], abs=1e-6)
+
+
+def test_non_finite_teacher_scores_are_never_targets_in_memory_batches():
+    """A candidate whose teacher score is NaN or ±inf (an in-memory example, not read through file validation)
+    is left out of BOTH distributions, P_t and P_s: the batch marks it missing, and the distillation loss
+    equals the naive KL over the finite candidates only (tests/reference.py), with finite gradients."""
+    from kalm_lib.losses import distill_kl_loss
+    import reference as R
+
+    nan, inf = float("nan"), float("inf")
+    rows = [[0.9, 0.5, nan, 0.1], [0.8, inf, 0.3, 0.2], [0.7, 0.6, -inf, 0.4], [0.9, 0.4, 0.3, 0.2],
+            [nan, nan, nan, nan], None]
+    examples = [{"query": f"q{i}", "pos": f"p{i}", "neg": [f"n{i}{j}" for j in range(3)], "task": "t",
+                 "teacher_scores": s} for i, s in enumerate(rows)]
+    batch = Batch.from_examples(examples, 3)
+    expect = R.finite_teacher_mask(rows, 4)
+    assert torch.equal(batch.teacher_mask, expect)
+    q, p, n = R.unit(6, 8, seed=1), R.unit(6, 8, seed=2), R.unit(6, 3, 8, seed=3)
+    finite = torch.tensor([[0.0 if s is None or not math.isfinite(x) else x for x in (s or [0] * 4)] for s in rows],
+                          dtype=R.DT)
+    R.assert_same_value_and_grad(
+        lambda q, p, n: distill_kl_loss(q, p, n, batch.teacher_scores.to(R.DT), batch.teacher_mask),
+        lambda q, p, n: R.ref_kl(q, p, n, finite, expect), [q, p, n])
+    # the full objective over that batch: finite loss, finite gradients
+    obj = KaLMObjective(ObjectiveConfig(distill_weight=1.0, tau=0.05))
+    out = obj(q, p, n, batch.teacher_scores, batch.teacher_mask)
+    out["loss"].backward()
+    assert torch.isfinite(out["distill"]) and all(torch.isfinite(x.grad).all() for x in (q, p, n))
