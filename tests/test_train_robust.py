@@ -71,6 +71,20 @@ def test_consecutive_nonfinite_steps_stop_without_writing(tmp_path):
     assert not (out / "final").exists() and not (out / "DONE").exists()
 
 
+def test_final_model_is_never_written_with_a_nonfinite_weight(tmp_path):
+    cfg = toy_config(tmp_path, optim={"max_steps": 2})
+    model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
+
+    def poison_last(step, rec):  # after the last step, before the final save
+        if step == 2:
+            with torch.no_grad():
+                model.backbone.norm.weight[0] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"not writing .*final: parameter .*norm.weight is not finite"):
+        train_stage(cfg, dataset=ToyDataset(), model=model, callbacks=[poison_last])
+    assert not (Path(cfg.output_dir) / "final").exists() and not (Path(cfg.output_dir) / "DONE").exists()
+
+
 # --------------------------------------------------------------------------- reruns
 def test_finished_stage_is_skipped_and_a_changed_config_refused(tmp_path, caplog):
     ds = ToyDataset()
@@ -128,6 +142,14 @@ def test_resume_with_changed_schedule_is_refused_or_restarted(tmp_path):
     scratch = train_stage(toy_config(tmp_path / "s", optim={"lr": 1e-4, "max_steps": 4}), dataset=ds)
     a, b = _final_weights(final), _final_weights(scratch)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    cfg = toy_config(tmp_path, save_every=2)
+    with pytest.raises(Killed):
+        train_stage(cfg, dataset=ToyDataset(), callbacks=[_kill_at(3)])
+    with pytest.raises(RunFolderError, match=r"data or schedule changed.*examples: 48 \(run\) -> 40 \(now\)"):
+        train_stage(cfg, dataset=ToyDataset(n=40))
 
 
 # --------------------------------------------------------------------------- the run folder is data, never code
