@@ -24,6 +24,16 @@ def test_kl_matches_naive_loop(tau_kd):
                                  lambda q, p, n: R.ref_kl(q, p, n, t, tau_kd=tau_kd), [q, p, n])
 
 
+def test_default_temperature_is_the_papers_005():
+    """PAPER.md §2.4 (ablation "Mid = 0.05 best"): distill_kl_loss without tau_kd is KL at τ_kd = 0.05."""
+    import inspect
+
+    assert inspect.signature(distill_kl_loss).parameters["tau_kd"].default == 0.05
+    q, p, n, t = R.unit(B, D, seed=41), R.unit(B, D, seed=42), R.unit(B, M, D, seed=43), teacher(44)
+    R.assert_same_value_and_grad(lambda q, p, n: distill_kl_loss(q, p, n, t),
+                                 lambda q, p, n: R.ref_kl(q, p, n, t, tau_kd=0.05), [q, p, n])
+
+
 def test_kl_with_partial_and_empty_rows_matches_naive_loop():
     q, p, n, t = R.unit(B, D, seed=5), R.unit(B, D, seed=6), R.unit(B, M, D, seed=7), teacher(8)
     mask = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]], dtype=torch.bool)

@@ -37,6 +37,35 @@ def test_full_objective_matches_naive_composition():
     assert not out["contrastive"].requires_grad and out["loss"].requires_grad
 
 
+@pytest.mark.parametrize("alpha_cl, alpha_kd", [(0.4, 1.7), (2.5, 0.3)])
+def test_loss_weights_alpha_cl_and_alpha_kd_are_both_applied(alpha_cl, alpha_kd):
+    """L = α_cl · Σ_d w_d focal + α_kd · Σ_d w_d KL with neither weight 1 (every profile uses 1:1, which would hide a
+    dropped α_cl); the logged terms stay unweighted by α."""
+    c = {**FULL, "contrastive_weight": alpha_cl, "distill_weight": alpha_kd}
+    q, p, n = R.raw(B, D, seed=31), R.raw(B, D, seed=32), R.raw(B, M, D, seed=33)
+    t = torch.rand(B, 1 + M, generator=gen(34), dtype=R.DT)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(35), dtype=R.DT)
+    obj = KaLMObjective(ObjectiveConfig(**c))
+    R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(35))["loss"],
+                                 lambda q, p, n: R.naive_objective(q, p, n, t, mask, j, k, lam, c)[0], [q, p, n])
+    out = obj(q, p, n, t, mask, generator=gen(35))
+    _, cl, kd = R.naive_objective(q, p, n, t, mask, j, k, lam, c)
+    torch.testing.assert_close(out["contrastive"], cl.detach())
+    torch.testing.assert_close(out["distill"], kd.detach())
+    torch.testing.assert_close(out["loss"].detach(), alpha_cl * cl.detach() + alpha_kd * kd.detach())
+
+
+def test_distillation_temperature_default_is_the_papers_005():
+    """PAPER.md §2.4: τ_kd = 0.05 ("Mid" of the ablation) is the objective's default, and it is what the loss uses."""
+    assert ObjectiveConfig().tau_kd == 0.05
+    q, p, n = R.raw(B, D, seed=36), R.raw(B, D, seed=37), R.raw(B, M, D, seed=38)
+    t = torch.rand(B, 1 + M, generator=gen(39), dtype=R.DT)
+    out = KaLMObjective(ObjectiveConfig(distill_weight=1.0))(q, p, n, t)
+    unit = [R.trunc(x, D) for x in (q, p, n)]
+    torch.testing.assert_close(out["distill"], R.ref_kl(*unit, t, tau_kd=0.05).detach())
+
+
 def test_logged_focal_weight_and_positive_probability_at_full_dim():
     q, p, n = R.raw(B, D, seed=6), R.raw(B, D, seed=7), R.raw(B, M, D, seed=8)
     cfg = ObjectiveConfig(tau=0.3, focal_gamma=2.0, matryoshka_dims=(8, 12, 4), matryoshka_weights=(1, 1, 1))

@@ -226,36 +226,39 @@ def test_config_errors_are_clear(tmp_path):
 # --------------------------------------------------------------------------- two processes
 @pytest.mark.slow
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("sub_batch", [None, 3])
-def test_two_process_step_equals_one_process(tmp_path, sub_batch):
-    """torchrun (gloo, 2 ranks × 4) gives the same loss and updated weights as 1 process × 8; with
-    sub_batch, the plain step embeds length-sorted sub-batches from one token lookup (outside DDP's
-    forward), which must still have its gradient all-reduced."""
+@pytest.mark.parametrize("modes", [("plain", "gc3"), ("sub3",)], ids=["plain+gc3", "sub3"])
+def test_two_process_step_equals_one_process(tmp_path, modes):
+    """torchrun (gloo, 2 ranks × 4) gives the same loss, gradient norm and updated weights as 1 process × 8, for
+    each step kind of tests/two_process_step.py, several per launch: the plain step; GradCache (the gpu and paper
+    profiles' step, whose W·L scaling sits in its own cached backward); and the plain step in sub-batches, which
+    embeds length-sorted sub-batches from one token lookup (outside DDP's forward) whose gradient must still be
+    all-reduced."""
     script = ROOT / "tests" / "two_process_step.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     one = tmp_path / "one"
     two = tmp_path / "two"
-    extra = [str(sub_batch)] if sub_batch else []
-    subprocess.run([sys.executable, str(script), str(one)] + extra, check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(script), str(one), *modes], check=True, env=env, timeout=300)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    res = subprocess.run(torchrun + [str(script), str(two)] + extra, env=env, timeout=300, capture_output=True,
+    res = subprocess.run(torchrun + [str(script), str(two), *modes], env=env, timeout=300, capture_output=True,
                          text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert (tmp_path / "one.rank0").read_text().split() == ["1", "8"]
-    for r in (0, 1):
-        assert (tmp_path / f"two.rank{r}").read_text().split() == ["2", "4"], "torchrun did not form a 2-process group"
-    la = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
-    lb = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
-    assert len(la) == len(lb) == 2
-    for ra, rb in zip(la, lb):
-        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6)
-        # Pins the W·L loss scaling: DDP averages over ranks, so without it this norm would halve.
-        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
-    a, b = _final_weights(one / "final"), _final_weights(two / "final")
-    for k in a:
-        # Adam turns the round-off in near-zero gradients (e.g. the key bias, to which softmax attention
-        # is invariant) into ±lr·1e-3-sized steps; everything else agrees to ~1e-7.
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5, msg=k)
+    for mode in modes:
+        assert (one / f"{mode}.rank0").read_text().split() == ["1", "8"]
+        for r in (0, 1):
+            assert (two / f"{mode}.rank{r}").read_text().split() == ["2", "4"], "torchrun did not form a 2-process group"
+        la = [json.loads(l) for l in (one / mode / "metrics.jsonl").read_text().splitlines()]
+        lb = [json.loads(l) for l in (two / mode / "metrics.jsonl").read_text().splitlines()]
+        assert len(la) == len(lb) == 2, mode
+        for ra, rb in zip(la, lb):
+            assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6), mode
+            # Pins the W·L loss scaling (plain and cached backward): DDP averages over ranks, so without it this
+            # norm would halve.
+            assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4), mode
+        a, b = _final_weights(one / mode / "final"), _final_weights(two / mode / "final")
+        for k in a:
+            # Adam turns the round-off in near-zero gradients (e.g. the key bias, to which softmax attention
+            # is invariant) into ±lr·1e-3-sized steps; everything else agrees to ~1e-7.
+            torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5, msg=f"{mode}: {k}")
 
 
 # --------------------------------------------------------------------------- the recipe's rules (issue 19)

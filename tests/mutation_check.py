@@ -1,0 +1,224 @@
+"""Break the recipe one line at a time and see which test notices (a tool, not a test: pytest does not collect it).
+
+Each entry of ``MUTANTS`` names a source file, the exact original line (matched on its stripped text; it must occur
+exactly once), the replacement (written with the original's indentation) and the test arguments that should fail
+when the line is broken. For each selected mutant this script applies it, runs ``python -m pytest -q <tests>``
+under the project's test environment, reports CAUGHT (the tests failed) or SURVIVED (they passed: no test pins that
+behaviour), and always puts the line back (try/finally, also on Ctrl-C or SIGTERM).
+
+    .venv/bin/python tests/mutation_check.py --list           # the mutants, one a line
+    .venv/bin/python tests/mutation_check.py                  # all of them (minutes: the two-process one launches torchrun)
+    .venv/bin/python tests/mutation_check.py gc-world-scale   # only these ids (or --item 6 for an issue item)
+    .venv/bin/python tests/mutation_check.py --baseline ...   # first check the selected tests pass unbroken
+
+Safe next to other people's edits: the restore puts back only the one mutated line of the file as it is then (not a
+snapshot taken earlier), and the child pytest runs with PYTHONDONTWRITEBYTECODE=1, so no bytecode of a mutant is
+ever cached. Run one at a time; it uses one pytest process (plus torchrun's two for the two-process test).
+Exit status: 0 when every selected mutant was caught, 1 when one survived, 2 on a setup error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    item: str          # the issue item (e.g. "19.1") or "control" for a behaviour pinned before
+    file: str          # relative to the repository root
+    original: str      # the exact line (stripped comparison)
+    replacement: str   # without indentation
+    tests: tuple[str, ...]
+    why: str
+
+
+T = "tests/"
+MUTANTS = [
+    # 1. cross-process gradient scale of the cached backward (DDP averages over W ranks; the loss is global)
+    Mutant("gc-world-scale", "19.1", "kalm_lib/train.py", '(out["loss"] * self.world).backward()',
+           'out["loss"].backward()',
+           (T + "test_train.py::test_two_process_step_equals_one_process[plain+gc3]",),
+           "GradCache's ∂L/∂e without the W factor: the 2-process gradient halves"),
+    Mutant("plain-world-scale", "control", "kalm_lib/train.py", 'self._backward(out["loss"] * self.world)',
+           'self._backward(out["loss"])',
+           (T + "test_train.py::test_two_process_step_equals_one_process[plain+gc3]",),
+           "the plain step without the W factor"),
+    # 2. GradCache replays the first forward's randomness in its second
+    Mutant("gc-rng-replay", "19.2", "kalm_lib/train.py", "st.restore()", "pass  # mutant: no RNG replay",
+           (T + "test_train.py::test_gradcache_replays_the_dropout_of_its_first_forward",),
+           "the re-forward draws new dropout masks"),
+    # 3. α_cl and α_kd
+    Mutant("alpha-cl", "19.3", "kalm_lib/losses/objective.py", "loss = loss + cfg.contrastive_weight * contrastive",
+           "loss = loss + contrastive", (T + "test_losses_objective.py",), "α_cl ignored"),
+    Mutant("alpha-kd", "19.3", "kalm_lib/losses/objective.py", "loss = loss + cfg.distill_weight * distill",
+           "loss = loss + distill", (T + "test_losses_objective.py",), "α_kd ignored"),
+    # 4. τ_kd default 0.05
+    Mutant("tau-kd-loss-default", "19.4", "kalm_lib/losses/distillation.py", "DEFAULT_TAU_KD = 0.05",
+           "DEFAULT_TAU_KD = 0.1", (T + "test_losses_distillation.py",), "distill_kl_loss's default τ_kd"),
+    Mutant("tau-kd-config-default", "19.4", "kalm_lib/losses/objective.py", "tau_kd: float = 0.05",
+           "tau_kd: float = 0.1", (T + "test_losses_objective.py",), "ObjectiveConfig's default τ_kd"),
+    # 5. a non-finite teacher score is never a target
+    Mutant("teacher-nonfinite-mask", "19.5", "kalm_lib/train.py", "mask[i] = torch.isfinite(scores[i])",
+           "mask[i] = True",
+           (T + "test_train.py::test_non_finite_teacher_scores_are_never_targets_in_memory_batches",),
+           "NaN/inf teacher scores (zeroed / clamped) become targets"),
+    # 6. the ranking-consistency filter's edge and default
+    Mutant("topk-edge-exclusive", "19.6", "kalm_lib/data/mining.py", "if k is not None and rank > k:",
+           "if k is not None and rank >= k:", (T + "test_data_mining.py",), "rank 50 dropped"),
+    Mutant("topk-rank-off-by-one", "19.6", "kalm_lib/data/mining.py", "rank = 1 + int(above[qi])",
+           "rank = int(above[qi])", (T + "test_data_mining.py",), "rank 51 kept (V1's literal comparison)"),
+    Mutant("topk-default", "19.6", "kalm_lib/data/mining.py",
+           "sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 50,",
+           "sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 100,",
+           (T + "test_data_mining.py",), "default top-k not 50"),
+    # 7. s⁺ is the best positive
+    Mutant("pos-best-min", "19.7", "kalm_lib/data/mining.py",
+           'pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])',
+           'pos_best = np.array([min(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])',
+           (T + "test_data_mining.py",), "the rank follows the worst positive"),
+    Mutant("pos-score-min", "19.7", "kalm_lib/data/mining.py", "s_plus = max(pos_s)", "s_plus = min(pos_s)",
+           (T + "test_data_mining.py",), "the reported s⁺ is the worst positive"),
+    # 8. symmetric tasks: instruction on the candidate side in mining
+    Mutant("mining-symmetric-candidates", "19.8", "kalm_lib/data/mining.py",
+           "fmt_c = (lambda t: format_query(t, instruction)) if symmetric else (lambda t: t)",
+           "fmt_c = lambda t: t", (T + "test_data_mining.py",), "candidates raw for symmetric tasks"),
+    Mutant("mine-dataset-symmetric", "19.8", "kalm_lib/data/mining.py",
+           "symmetric=entry.symmetric, seed=seed, name=entry.name,",
+           "symmetric=False, seed=seed, name=entry.name,", (T + "test_data_mining.py",),
+           "mine_dataset forgets the entry's symmetry"),
+]
+
+
+class _Applied:
+    """One mutated line of one file; ``restore()`` is idempotent and touches only that line."""
+
+    def __init__(self, m: Mutant):
+        self.m, self.path = m, ROOT / m.file
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        hits = [i for i, l in enumerate(lines) if l.strip() == m.original.strip()]
+        if len(hits) != 1:
+            raise LookupError(f"{m.id}: {m.file} has {len(hits)} lines equal to {m.original!r} (need exactly 1); "
+                              f"update MUTANTS")
+        self.index = hits[0]
+        old = lines[self.index]
+        indent = old[: len(old) - len(old.lstrip())]
+        newline = old[len(old.rstrip("\r\n")):]
+        self.old_line, self.new_line = old, indent + m.replacement.strip() + newline
+        lines[self.index] = self.new_line
+        self.restored = False
+        self._write(lines)
+
+    def _write(self, lines):
+        tmp = self.path.with_name(f".{self.path.name}.mutation_check.tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def restore(self):
+        if self.restored:
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if self.index < len(lines) and lines[self.index] == self.new_line:
+            at = self.index
+        else:  # someone edited the file meanwhile: find the mutated line by its text
+            hits = [i for i, l in enumerate(lines) if l == self.new_line]
+            if not hits and sum(l == self.old_line for l in lines) == 1:
+                self.restored = True  # the original line is back already (an editor saved over the mutant)
+                return
+            if len(hits) != 1:
+                raise RuntimeError(f"{self.m.file}: cannot find the mutated line {self.new_line!r} to restore; "
+                                   f"put back {self.old_line!r} by hand")
+            at = hits[0]
+        lines[at] = self.old_line
+        self._write(lines)
+        self.restored = True
+
+
+def _pytest(tests, timeout) -> tuple[int, float, str]:
+    env = {**os.environ, **TEST_ENV}
+    env.setdefault("KALM_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, time.time() - t0, f"timed out after {timeout}s"
+    lines = [l for l in (res.stdout + res.stderr).splitlines() if l.strip()]
+    failed = [l[:220] for l in lines if l.startswith(("FAILED", "ERROR"))] or lines[-1:]
+    return res.returncode, time.time() - t0, "\n         ".join(failed)
+
+
+def _sigterm(_signo, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ids", nargs="*", help="mutant ids (default: all)")
+    ap.add_argument("--item", help="only the mutants of this issue item, e.g. 6 or 19.6")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--baseline", action="store_true", help="first run the selected tests on the unbroken code")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per pytest run (default 600)")
+    a = ap.parse_args(argv)
+    known = {m.id: m for m in MUTANTS}
+    bad = [i for i in a.ids if i not in known]
+    if bad:
+        print(f"unknown mutant id(s) {bad}; --list shows them", file=sys.stderr)
+        return 2
+    sel = [known[i] for i in a.ids] if a.ids else list(MUTANTS)
+    if a.item:
+        item = a.item if "." in a.item else f"19.{a.item}"
+        sel = [m for m in sel if m.item == item]
+    if a.list:
+        for m in sel:
+            print(f"{m.id:28s} {m.item:8s} {m.file}: {m.why}")
+        return 0
+    signal.signal(signal.SIGTERM, _sigterm)
+    if a.baseline:
+        tests = sorted({t for m in sel for t in m.tests})
+        rc, secs, last = _pytest(tests, a.timeout)
+        print(f"baseline ({secs:.0f}s): {'green' if rc == 0 else 'RED: ' + last}", flush=True)
+        if rc != 0:
+            return 2
+    results = []
+    for m in sel:
+        applied = None
+        try:
+            applied = _Applied(m)
+            rc, secs, last = _pytest(m.tests, a.timeout)
+        except LookupError as err:
+            print(f"SETUP    {m.id}: {err}", flush=True)
+            results.append((m, "SETUP"))
+            continue
+        except KeyboardInterrupt:
+            print(f"\ninterrupted during {m.id}; restoring {m.file}", flush=True)
+            raise
+        finally:
+            if applied is not None:
+                applied.restore()
+        # pytest: 1 = tests failed; 0 = passed; 5 = nothing collected (a wrong test id: no verdict); 2-4 = an
+        # interrupted or broken run (e.g. the mutant no longer imports), which still means the break was noticed
+        verdict = {0: "SURVIVED", 1: "CAUGHT", 5: "SETUP"}.get(rc, f"CAUGHT(rc={rc})")
+        results.append((m, verdict))
+        print(f"{verdict:9s}{m.id:28s} [{m.item}] {secs:5.0f}s  {m.why}" + (f"\n         {last}" if rc else ""),
+              flush=True)
+    survived = [m.id for m, v in results if v == "SURVIVED"]
+    setup = [m.id for m, v in results if v == "SETUP"]
+    print(f"\n{len(results) - len(survived) - len(setup)}/{len(results)} caught"
+          + (f"; SURVIVED: {', '.join(survived)}" if survived else "")
+          + (f"; not applied: {', '.join(setup)}" if setup else ""))
+    return 2 if setup else (1 if survived else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
