@@ -83,7 +83,7 @@ class TrainConfig:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    objective: dict = field(default_factory=dict)      # kalm_lib.losses.ObjectiveConfig fields
+    objective: Any = None              # a kalm_lib.losses.ObjectiveConfig, built and checked once (from YAML's mapping)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log_every: int = _f(1, lo=1)
     save_every: int = _f(0, lo=0)     # checkpoint every N steps (0: only at the end)
@@ -118,6 +118,8 @@ def _coerce(value, hint: str, name: str, where: str):
         return ConfigError(f"{where}: field '{name}' must be {expected}, got {value!r} ({type(value).__name__})")
 
     options = [h.strip() for h in hint.split("|")]
+    if options[0] == "Any":
+        return value
     if value is None:
         if "None" in options:
             return None
@@ -235,14 +237,14 @@ def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
         else:
             kwargs[key] = value
     kwargs["source"] = source
-    if not isinstance(kwargs.get("objective", {}), dict):
+    objective = kwargs.pop("objective", None) or {}
+    if not isinstance(objective, dict):
         raise ConfigError(f"{source}: section 'objective' must be a mapping")
     cfg = _build(TrainConfig, kwargs, source)
     _check_tiny(cfg.model.tiny, source)
     from kalm_lib.losses import ObjectiveConfig
-    cfg.objective = _coerce_objective(cfg.objective, source)
     try:
-        ObjectiveConfig.from_dict(cfg.objective)
+        cfg.objective = ObjectiveConfig.from_dict(_coerce_objective(objective, source))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: section 'objective': {err}") from err
     return cfg
@@ -279,70 +281,130 @@ def available_profiles() -> list[str]:
     return sorted(p.name for p in CONFIG_ROOT.iterdir() if (p / "profile.yaml").is_file())
 
 
-def _deep_update(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+# ---------------------------------------------------------------------------- the profile
+@dataclass
+class MiningConfig:
+    """Stage 2's hard negatives, mined with the stage-1 model (PAPER.md §3.1; kalm_lib.data.mining)."""
+    datasets: list = field(default_factory=list)
+    max_rows: int | None = _f(None, lo=1)
+    corpus_limit: int | None = _f(None, lo=1)
+    num_negatives: int | None = _f(None, lo=0)      # None: the fine-tuning config's data.num_negatives
+    sample_range: list = field(default_factory=lambda: [50, 100])   # negatives drawn from these ranks
+    filter_topk: int | None = _f(50, lo=1)          # ranking-consistency filter (None: off)
 
 
-def load_profile(profile: str) -> dict:
-    """``configs/<profile>/profile.yaml`` (teacher, mining, evaluation settings), following ``extends``."""
-    path = CONFIG_ROOT / profile / "profile.yaml"
+@dataclass
+class EvalConfig:
+    tasks: Any = None                  # the quick before/after score of notebooks 02-04 (None: SMOKE_SUITE)
+    max_rows: int | None = _f(None, lo=1)
+    final_tasks: Any = None            # notebook 05 (kalm_lib.evaluation.final_suite)
+    final_max_rows: int | None = _f(None, lo=1)
+
+
+@dataclass
+class ProfileConfig:
+    """``configs/<profile>/profile.yaml``: what is not one stage's: teacher, mining, evaluation, notebooks."""
+    name: str = ""
+    description: str = ""
+    extends: str | None = None
+    teacher: str = "minilm"            # minilm | mpnet | a sentence-transformers folder | a Hub id
+    teacher_query_prompt: str | None = None
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    notebooks: dict = field(default_factory=dict)   # papermill parameter overrides per notebook
+
+
+_PROFILE_SECTIONS = {"mining": MiningConfig, "eval": EvalConfig}
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"unknown profile {profile!r}: {path} missing (profiles: {available_profiles()})")
-    raw = yaml.safe_load(path.read_text()) or {}
-    raw["name"] = profile
-    parent = raw.get("extends")
-    if parent:
-        base = load_profile(parent)
-        base.pop("stage_overrides", None)
-        raw = _deep_update(base, {k: v for k, v in raw.items()})
+        raise FileNotFoundError(f"config file not found: {path} (profiles: {available_profiles()}; stages: {STAGES})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of config keys, got {type(raw).__name__}")
     return raw
 
 
+def merge(parent: dict, child: dict) -> dict:
+    """THE merge rule, for ``extends`` and for overrides alike: a child's section (a mapping such as
+    ``optim:``) replaces only the keys it names and keeps the parent's others; every other value, lists
+    and ``model.tiny`` included, replaces the parent's whole."""
+    out = dict(parent)
+    for k, v in child.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) and \
+            k in ("model", "data", "objective", "optim", "mining", "eval", "notebooks") else v
+    return out
+
+
+def _extended(path: Path, parent_path) -> dict:
+    """A YAML file with its ``extends: <profile>`` chain resolved (parent first, then the child)."""
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not (CONFIG_ROOT / parent / "profile.yaml").is_file():
+        raise ConfigError(f"{path}: extends {parent!r}, which is not a profile ({available_profiles()})")
+    return merge(_extended(parent_path(parent), parent_path), raw)
+
+
+def load_profile(profile: str) -> ProfileConfig:
+    """``configs/<profile>/profile.yaml``, following ``extends``, as a typed :class:`ProfileConfig`."""
+    path = CONFIG_ROOT / profile / "profile.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"unknown profile {profile!r}: {path} missing (profiles: {available_profiles()})")
+    raw = _extended(path, lambda name: CONFIG_ROOT / name / "profile.yaml")
+    raw["name"], raw["extends"] = profile, _read_yaml(path).get("extends")
+    kwargs = {}
+    for key, value in raw.items():
+        if key in _PROFILE_SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: section '{key}' must be a mapping")
+            kwargs[key] = _build(_PROFILE_SECTIONS[key], value, str(path), key)
+        else:
+            kwargs[key] = value
+    prof = _build(ProfileConfig, kwargs, str(path))
+    sr = prof.mining.sample_range
+    if len(sr) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in sr) or not 0 <= sr[0] < sr[1]:
+        raise ConfigError(f"{path}: field 'mining.sample_range' must be two integers 0 <= lo < hi, got {sr!r}")
+    return prof
+
+
+# ---------------------------------------------------------------------------- the stage config
 def profile_config_path(profile: str, stage: str) -> Path:
-    """The stage YAML of a profile, or of the profile it ``extends`` when it has none of its own."""
+    """``configs/<profile>/<stage>.yaml``: every profile has its own file for every stage (one that
+    ``extends`` another profile says so in its first lines)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {STAGES}")
     path = CONFIG_ROOT / profile / f"{stage}.yaml"
-    if path.is_file():
-        return path
-    parent = (yaml.safe_load((CONFIG_ROOT / profile / "profile.yaml").read_text()) or {}).get("extends") \
-        if (CONFIG_ROOT / profile / "profile.yaml").is_file() else None
-    if parent:
-        return profile_config_path(parent, stage)
-    raise FileNotFoundError(f"no config {path} (profiles: {available_profiles()}; stages: {STAGES})")
-
-
-def stage_config(profile: str, stage: str, run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
-    """A profile's config for one stage: its YAML, the profile's ``stage_overrides``, then ``overrides``."""
-    prof = load_profile(profile)
-    merged: dict = {}
-    so = prof.get("stage_overrides") or {}
-    merged.update(so.get("all") or {})
-    merged.update(so.get(stage) or {})
-    merged.update(overrides or {})
-    return load_config(profile_config_path(profile, stage), overrides=merged, run_dir=run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no config {path} (profiles: {available_profiles()}; stages: {STAGES})")
+    return path
 
 
 def load_config(path_or_profile: str | os.PathLike, stage: str | None = None, overrides: dict | None = None,
                 run_dir: str | os.PathLike | None = None) -> TrainConfig:
-    """Load a stage config from a YAML file, or from a profile name plus a stage.
+    """THE entry point for a stage config: a YAML file, or a profile name plus a stage (the same file).
 
-    ``overrides`` maps dotted keys to values and is applied after the file; ``run_dir`` fills
-    ``{run_dir}`` (default ``runs/<profile>``).
+    The file's ``extends: <profile>`` chain is merged first (:func:`merge`), then ``overrides`` (dotted keys
+    → values, from notebooks and the command line), then ``{run_dir}`` (default ``runs/<profile>``) and
+    ``{data_dir}`` (``$KALM_DATA_DIR``) are filled in, and every field is type- and range-checked.
     """
     path = Path(path_or_profile)
     if stage is not None and not path.suffix:
         path = profile_config_path(str(path_or_profile), stage)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML: {err}") from err
+    stage_name = stage or path.stem
+    raw = _extended(path, lambda name: profile_config_path(name, stage_name))
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
-    profile = path.parent.name
-    mapping = {"run_dir": str(run_dir or Path("runs") / profile),
+    mapping = {"run_dir": str(run_dir or Path("runs") / path.parent.name),
                "data_dir": os.environ.get("KALM_DATA_DIR", "")}
     return config_from_dict(_substitute(raw, mapping), source=str(path))
+
+
+def stage_config(profile: str, stage: str, run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """A profile's config for one stage (``load_config(profile, stage, overrides, run_dir)``)."""
+    return load_config(profile, stage, overrides=overrides, run_dir=run_dir)

@@ -52,7 +52,7 @@ def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
     from kalm_lib.config import load_profile
 
     known = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
-    overrides = (load_profile(profile).get("notebooks") or {}).get(name) or {}
+    overrides = load_profile(profile).notebooks.get(name) or {}
     params = {"profile": profile, "run_dir": str(run_dir), "output_dir": str(run_dir / name), **overrides}
     unknown = sorted(set(overrides) - known)
     if unknown:

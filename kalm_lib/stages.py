@@ -72,19 +72,17 @@ def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None) -
     """
     from kalm_lib.data import mine_dataset
 
-    prof = load_profile(profile)
-    m = prof["mining"]
+    m = load_profile(profile).mining
     embedder = embedder if embedder is not None else load_stage_model(run_dir, "pretrain")
     cfg = stage_config(profile, "finetune", run_dir)
     out_dir = Path(cfg.data.mined_dir)
     rows, reports = [], {}
     # the paper's ranks [50, 100) and top-50 consistency filter unless the profile says otherwise; a
     # weak stage-1 model may need filter_topk: null (off) to keep enough examples
-    extra = {k: (tuple(m[k]) if k == "sample_range" else m[k]) for k in ("sample_range", "filter_topk") if k in m}
-    for name in m["datasets"]:
-        _, rep = mine_dataset(name, embedder, out_dir, max_rows=m.get("max_rows"),
-                              corpus_limit=m.get("corpus_limit"),
-                              num_negatives=m.get("num_negatives", cfg.data.num_negatives), seed=cfg.seed, **extra)
+    for name in m.datasets:
+        _, rep = mine_dataset(name, embedder, out_dir, max_rows=m.max_rows, corpus_limit=m.corpus_limit,
+                              num_negatives=cfg.data.num_negatives if m.num_negatives is None else m.num_negatives,
+                              seed=cfg.seed, sample_range=tuple(m.sample_range), filter_topk=m.filter_topk)
         reports[name] = rep
         rows.append({"dataset": name, "queries": rep.n_queries, "kept": rep.n_kept, "filtered": rep.n_filtered,
                      "filter_rate": rep.n_filtered / max(rep.n_queries, 1), "corpus": rep.corpus_size,
@@ -101,11 +99,11 @@ def score_for_distill(profile: str, run_dir: str | os.PathLike, teacher=None) ->
 
     prof = load_profile(profile)
     cfg = stage_config(profile, "distill", run_dir)
-    teacher = teacher if teacher is not None else load_teacher(prof["teacher"])
+    teacher = teacher if teacher is not None else load_teacher(prof.teacher)
     return score_datasets(list(cfg.data.datasets), teacher, out_dir=cfg.data.teacher_scores_path,
                           cache_dir=Path(run_dir) / "cache" / "teacher", mined_dir=cfg.data.mined_dir,
                           num_negatives=cfg.data.num_negatives, max_rows_per_dataset=cfg.data.max_rows_per_dataset,
-                          seed=cfg.seed, query_prompt_template=prof.get("teacher_query_prompt"))
+                          seed=cfg.seed, query_prompt_template=prof.teacher_query_prompt)
 
 
 def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -118,8 +116,8 @@ def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike) -> pd.D
     """
     from kalm_lib import evaluation as ev
 
-    prof = load_profile(profile)["eval"]
-    tasks, max_rows = prof.get("tasks"), prof.get("max_rows")
+    ev_cfg = load_profile(profile).eval
+    tasks, max_rows = ev_cfg.tasks, ev_cfg.max_rows
     if tasks is None:  # SMOKE_SUITE maps each quick task to its own row cap
         tasks = dict(ev.SMOKE_SUITE)
     frames = []

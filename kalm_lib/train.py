@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from kalm_lib.config import TrainConfig
-from kalm_lib.losses import KaLMObjective, ObjectiveConfig, gather_with_grad
+from kalm_lib.losses import KaLMObjective, gather_with_grad
 from kalm_lib.model import KaLMEmbedder, compile_layers, smollm2_gguf_path
 from kalm_lib.progress import bar_disabled
 
@@ -441,7 +441,7 @@ class StageTrainer:
         self.model, self.optimizer = acc.prepare(self.kalm, self.optimizer)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.state = TrainState(self.sampler, self.generator)
-        self.objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
+        self.objective = KaLMObjective(cfg.objective)
         self.step_runner = StepRunner(self.model, self.kalm, self.objective, cfg, acc, self.generator)
         n_params = sum(p.numel() for p in self.kalm.parameters())
         n_embed = self.kalm.backbone.get_input_embeddings().weight.numel()

@@ -72,7 +72,7 @@ def test_matryoshka_curve_and_dims(tiny, tmp_path, capsys, monkeypatch):
     curve = matryoshka_curve(tiny, [16, 64], tasks={"STSBenchmark": 20}, model_name="t/m")
     assert curve.dim.tolist() == [16, 64] and curve.task.tolist() == ["STSBenchmark"] * 2
     assert curve.main_score.iloc[0] != curve.main_score.iloc[1]
-    cfg = SimpleNamespace(objective={"matryoshka_dims": [256, 128, 64, 32]})
+    cfg = SimpleNamespace(objective=SimpleNamespace(matryoshka_dims=[256, 128, 64, 32]))
     monkeypatch.setattr(kalm_lib.config, "stage_config", lambda *a, **k: cfg)
     assert matryoshka_dims("smoke", tmp_path, 256) == [32, 64, 128, 256]
     assert matryoshka_dims("smoke", tmp_path, 48) == [24, 32, 48]  # a halving fills in the third point
@@ -88,8 +88,8 @@ def test_final_suite_reads_the_profile(monkeypatch, final_tasks, expected):
     import kalm_lib.config
     from kalm_lib import evaluation as ev
 
-    monkeypatch.setattr(kalm_lib.config, "load_profile",
-                        lambda p: {"eval": {"final_tasks": final_tasks, "final_max_rows": 7}})
+    monkeypatch.setattr(kalm_lib.config, "load_profile", lambda p: kalm_lib.config.ProfileConfig(
+        eval=kalm_lib.config.EvalConfig(final_tasks=final_tasks, final_max_rows=7)))
     tasks, cap = ev.final_suite("any")
     want = getattr(ev, expected) if isinstance(expected, str) and hasattr(ev, expected) else expected
     assert tasks == (list(want) if isinstance(want, list) else want) and cap == 7
@@ -99,6 +99,7 @@ def test_final_suite_rejects_unknown_names(monkeypatch):
     import kalm_lib.config
     from kalm_lib import evaluation as ev
 
-    monkeypatch.setattr(kalm_lib.config, "load_profile", lambda p: {"eval": {"final_tasks": "everything"}})
+    monkeypatch.setattr(kalm_lib.config, "load_profile", lambda p: kalm_lib.config.ProfileConfig(
+        eval=kalm_lib.config.EvalConfig(final_tasks="everything")))
     with pytest.raises(ValueError, match="eval.final_tasks='everything'"):
         ev.final_suite("any")

@@ -32,17 +32,20 @@ def test_mining_options_reach_mine_dataset(tmp_path, monkeypatch):
                                 seconds=0.0)
 
     monkeypatch.setattr(data, "mine_dataset", fake_mine)
+    import dataclasses
     base = stages.load_profile("ci")
+    # the profile's own values, then the paper's defaults when a profile does not set them
     for mining, want in (({"sample_range": [10, 20], "filter_topk": None}, {"sample_range": (10, 20), "filter_topk": None}),
-                         ({}, {})):
-        plain = {k: v for k, v in base["mining"].items() if k not in ("sample_range", "filter_topk")}
-        prof = {**base, "mining": {**plain, **mining}}
+                         ({"sample_range": [50, 100], "filter_topk": 50}, {"sample_range": (50, 100), "filter_topk": 50})):
+        prof = dataclasses.replace(base, mining=dataclasses.replace(base.mining, **mining))
         monkeypatch.setattr(stages, "load_profile", lambda _p, prof=prof: prof)
         seen.clear()
         df = stages.mine_for_finetune("ci", tmp_path, embedder=object())
-        assert len(seen) == len(base["mining"]["datasets"]) == len(df)
+        assert len(seen) == len(base.mining.datasets) == len(df)
         for kw in seen:
-            assert {k: kw[k] for k in ("sample_range", "filter_topk") if k in kw} == want
+            assert {k: kw[k] for k in ("sample_range", "filter_topk")} == want
+    from kalm_lib.config import MiningConfig
+    assert (MiningConfig().sample_range, MiningConfig().filter_topk) == ([50, 100], 50)
 
 
 @pytest.mark.slow

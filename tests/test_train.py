@@ -66,7 +66,7 @@ def _grads_for(chunk, distill, sub_batch=None, with_tokens=False):
     cfg = toy_config(Path("/tmp"), optim={"gradcache_chunk_size": chunk, "sub_batch_size": sub_batch},
                      objective={"distill_weight": 1.0} if distill else {})
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny).double()
-    objective = KaLMObjective(ObjectiveConfig.from_dict(cfg.objective))
+    objective = KaLMObjective(cfg.objective)
     gen = torch.Generator().manual_seed(1)
     runner = StepRunner(model, model, objective, cfg, accelerator=None, generator=gen)
     ds = ToyDataset(num_negatives=3, teacher=distill)
@@ -104,7 +104,7 @@ def test_plain_step_looks_tokens_up_once(sub_batch):
     step went from parity with sentence-transformers to 1.09–1.18×)."""
     cfg = toy_config(Path("/tmp"), optim={"sub_batch_size": sub_batch})
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny)
-    runner = StepRunner(model, model, KaLMObjective(ObjectiveConfig.from_dict(cfg.objective)), cfg,
+    runner = StepRunner(model, model, KaLMObjective(cfg.objective), cfg,
                         accelerator=None, generator=torch.Generator().manual_seed(1))
     calls = []
     h = model.backbone.get_input_embeddings().register_forward_hook(lambda _m, i, _o: calls.append(i[0].numel()))
@@ -274,7 +274,7 @@ def _dropout_step(model, chunk, sub_batch, seed, dropout=0.3):
                      objective={"distill_weight": 1.0})
     model.zero_grad(set_to_none=True)
     model.train()
-    runner = StepRunner(model, model, KaLMObjective(ObjectiveConfig.from_dict(cfg.objective)), cfg,
+    runner = StepRunner(model, model, KaLMObjective(cfg.objective), cfg,
                         accelerator=None, generator=torch.Generator().manual_seed(1))
     ds = ToyDataset(num_negatives=3, teacher=True)
     torch.manual_seed(seed)

@@ -250,5 +250,5 @@ def test_config_values_read_as_meant(tmp_path):
         "optim.lr=1e-4", "optim.bf16=yes", "objective.tau=2e-2", "optim.max_steps=1e3", "resume=false")))
     assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)  # YAML 1.1 reads 1e-4 as a string
     assert cfg.optim.bf16 == "yes"                                   # and a bare yes as True
-    assert cfg.objective["tau"] == 0.02 and cfg.optim.max_steps == 1000 and cfg.resume == "fresh"
+    assert cfg.objective.tau == 0.02 and cfg.optim.max_steps == 1000 and cfg.resume == "fresh"
     assert config_from_dict({"optim": {"bf16": False}}).optim.bf16 == "no"

@@ -38,8 +38,8 @@ def final_suite(profile: str) -> tuple[Any, int | None]:
     from .benchmarks import BENCHMARKS
     from .local_tasks import LOCAL_SUITE, SUITES
 
-    ev = load_profile(profile).get("eval") or {}
-    tasks = ev.get("final_tasks")
+    ev = load_profile(profile).eval
+    tasks = ev.final_tasks
     if tasks is None:
         tasks = LOCAL_SUITE
     elif isinstance(tasks, str) and tasks not in BENCHMARKS:
@@ -48,7 +48,7 @@ def final_suite(profile: str) -> tuple[Any, int | None]:
                              f"({', '.join(SUITES)}), a benchmark ({', '.join(BENCHMARKS)}) or a list of tasks")
         tasks = SUITES[tasks]
     return (dict(tasks) if isinstance(tasks, dict) else list(tasks) if not isinstance(tasks, str) else tasks,
-            ev.get("final_max_rows"))
+            ev.final_max_rows)
 
 
 def untrained_student(profile: str, run_dir: str | os.PathLike):
@@ -64,7 +64,7 @@ def matryoshka_dims(profile: str, run_dir: str | os.PathLike, full_dim: int) -> 
     halvings of the full dimension fill in when fewer than three remain (a curve needs points)."""
     from kalm_lib.config import stage_config
 
-    dims = stage_config(profile, "distill", run_dir).objective.get("matryoshka_dims") or []
+    dims = stage_config(profile, "distill", run_dir).objective.matryoshka_dims or []
     out = {int(d) for d in dims if int(d) <= full_dim} | {int(full_dim)}
     d = int(full_dim)
     while len(out) < 3 and d > 8:
