@@ -185,6 +185,7 @@ def main(argv=None) -> int:
             print(f"{m.id:28s} {m.item:8s} {m.file}: {m.why}")
         return 0
     signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT came in ignored (a background job)
     if a.baseline:
         tests = sorted({t for m in sel for t in m.tests})
         rc, secs, last = _pytest(tests, a.timeout)
@@ -222,4 +223,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the file is restored already (finally); no traceback
+        sys.exit(130)
