@@ -100,6 +100,7 @@ class Batch:
     num_negatives: int
     teacher_scores: torch.Tensor | None   # (B, 1+M) float
     teacher_mask: torch.Tensor | None     # (B, 1+M) bool
+    own_only: torch.Tensor | None = None  # (B,) bool: Z_i of only its own candidates (labelled data; infonce.py)
 
     @classmethod
     def from_examples(cls, examples: Sequence[dict], num_negatives: int) -> "Batch":
@@ -121,7 +122,9 @@ class Batch:
                     scores[i] = torch.tensor(s, dtype=torch.float32)
                     mask[i] = torch.isfinite(scores[i])
                     scores[i] = torch.nan_to_num(scores[i])
-        return cls([e["query"] for e in examples], [e["pos"] for e in examples], negs, num_negatives, scores, mask)
+        own = [bool(e.get("own_negatives_only", False)) for e in examples]
+        return cls([e["query"] for e in examples], [e["pos"] for e in examples], negs, num_negatives, scores, mask,
+                   torch.tensor(own, dtype=torch.bool) if any(own) else None)
 
 
 class _Mismatch(Exception):
@@ -206,8 +209,13 @@ class StepRunner:
             ts = gather_with_grad(batch.teacher_scores.to(q.device))
             # gathered as uint8: bool all_gather is not supported by every backend (NCCL)
             tm = gather_with_grad(batch.teacher_mask.to(q.device, torch.uint8)).bool()
+        own = None
+        if batch.own_only is not None or self.world > 1:  # every rank joins the gather, flagged or not
+            local = batch.own_only if batch.own_only is not None else torch.zeros(B, dtype=torch.bool)
+            own = gather_with_grad(local.to(q.device, torch.uint8)).bool()
+            own = own if bool(own.any()) else None
         out = self.objective(qg.float(), ppg.float(), png.float() if png is not None else None,
-                             teacher_scores=ts, teacher_mask=tm, generator=self.generator)
+                             teacher_scores=ts, teacher_mask=tm, generator=self.generator, own_only=own)
         return out
 
     def _backward(self, loss):

@@ -61,38 +61,42 @@ def assert_same_value_and_grad(f_impl, f_ref, inputs, atol=1e-6):
 
 
 # ---------------------------------------------------------------------------------------------- references
-def candidate_logits(q, p_pos, p_neg, tau, hard=True, expanded=False, mixed=None):
-    """Per query i: (logit of the positive, list of all logits in Z_i) — PAPER.md §2.1 Z_i."""
+def candidate_logits(q, p_pos, p_neg, tau, hard=True, expanded=False, mixed=None, own_only=None):
+    """Per query i: (logit of the positive, list of all logits in Z_i) — PAPER.md §2.1 Z_i. A query with
+    ``own_only[i]`` (labelled classification/clustering data) sees only its own positive, hard negatives, mixes."""
     B = q.shape[0]
     rows = []
     for i in range(B):
-        terms = [dot(q[i], p_pos[j]) / tau for j in range(B)]  # j = i is the positive
+        own = bool(own_only[i]) if own_only is not None else False
+        others = [i] if own else range(B)
+        terms = [dot(q[i], p_pos[j]) / tau for j in others]  # j = i is the positive
         if hard and p_neg is not None:
-            for j in range(B):
+            for j in others:
                 for k in range(p_neg.shape[1]):
                     terms.append(dot(q[i], p_neg[j, k]) / tau)
         if mixed is not None:
             for r in range(mixed.shape[1]):
                 terms.append(dot(q[i], mixed[i, r]) / tau)
-        if expanded:
+        if expanded and not own:
             terms += [dot(q[i], q[j]) / tau for j in range(B) if j != i]
             terms += [dot(p_pos[i], p_pos[j]) / tau for j in range(B) if j != i]
         rows.append((dot(q[i], p_pos[i]) / tau, terms))
     return rows
 
 
-def ref_infonce(q, p_pos, p_neg=None, tau=0.01, hard=True, expanded=False, mixed=None):
+def ref_infonce(q, p_pos, p_neg=None, tau=0.01, hard=True, expanded=False, mixed=None, own_only=None):
     total = 0
-    rows = candidate_logits(q, p_pos, p_neg, tau, hard, expanded, mixed)
+    rows = candidate_logits(q, p_pos, p_neg, tau, hard, expanded, mixed, own_only)
     for pos, terms in rows:
         z = sum(torch.exp(t) for t in terms)
         total = total - torch.log(torch.exp(pos) / z)
     return total / len(rows)
 
 
-def ref_focal(q, p_pos, p_neg=None, gamma=0.5, tau=0.01, hard=True, expanded=False, mixed=None, detach=False):
+def ref_focal(q, p_pos, p_neg=None, gamma=0.5, tau=0.01, hard=True, expanded=False, mixed=None, detach=False,
+              own_only=None):
     total = 0
-    rows = candidate_logits(q, p_pos, p_neg, tau, hard, expanded, mixed)
+    rows = candidate_logits(q, p_pos, p_neg, tau, hard, expanded, mixed, own_only)
     for pos, terms in rows:
         p = torch.exp(pos) / sum(torch.exp(t) for t in terms)
         w = (1 - p) ** gamma

@@ -71,6 +71,7 @@ def focal_info_nce_loss(
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
     mixed_neg: Tensor | None = None,
+    own_only: Tensor | None = None,
     gather_fn: GatherFn | None = None,
 ) -> Tensor:
     """L_focal = mean_i (1 − p_i)^γ · (−log p_i) over the Z_i of info_nce_loss (same arguments; inputs L2-normalised)."""
@@ -80,6 +81,6 @@ def focal_info_nce_loss(
         p_neg = gather_fn(p_neg) if p_neg is not None else None
         mixed_neg = gather_fn(mixed_neg) if mixed_neg is not None else None
     logits = infonce_logits(q, p_pos, p_neg, tau=tau, use_hard_negatives=use_hard_negatives,
-                            expanded_negatives=expanded_negatives, mixed_neg=mixed_neg)
+                            expanded_negatives=expanded_negatives, mixed_neg=mixed_neg, own_only=own_only)
     loss, _, _ = focal_from_logits(logits, gamma=gamma, detach_weight=detach_weight)
     return loss

@@ -23,6 +23,11 @@ Options:
     expanded_negatives=True   the official code's `use_expaned_neg` (HITsz-TMG/KaLM-Embedding train/modeling.py,
                               off in the released script, NOT in the paper's equation): Z_i also gets
                               Σ_{j≠i} e^{s(q_i,q_j)/τ} + Σ_{j≠i} e^{s(p_i⁺,p_j⁺)/τ}; the j = i terms are masked (−∞).
+    own_only (B,) bool        rows whose Z_i keeps only query i's own candidates: its positive, its own hard
+                              negatives and mixes; every other query's positive and hard negatives are masked (−∞).
+                              For labelled classification/clustering data, where another query's positive or
+                              negative is often of query i's own class: a false negative (PAPER.md §9; F2LLM's code
+                              uses hard negatives only for such data). Other rows keep the whole batch.
     gather_fn                 cross-device hook applied to q, p⁺, p⁻ and mixed_neg before the logits (default:
                               identity). Pass `kalm_lib.losses.distributed.gather_with_grad` to build the GLOBAL
                               loss (all queries × all passages of all ranks). The returned loss is NOT scaled: the
@@ -55,6 +60,7 @@ def infonce_logits(
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
     mixed_neg: Tensor | None = None,
+    own_only: Tensor | None = None,
 ) -> Tensor:
     """Row i holds log-terms of Z_i: s(·,·)/τ for every candidate of query i; the positive sits at column i.
 
@@ -88,7 +94,29 @@ def infonce_logits(
     if n_neg == 0:
         raise loss_error(_FILE, "q", "B = 1 with no hard or mixed negatives leaves Z_i with only the positive; "
                                      "the loss would be identically 0")
-    return torch.cat(blocks, dim=1) / tau
+    logits = torch.cat(blocks, dim=1) / tau
+    if own_only is not None:
+        if own_only.shape != (b,) or own_only.dtype != torch.bool:
+            raise loss_error(_FILE, "own_only", f"must be a bool tensor of shape (B={b},), got "
+                                                f"{own_only.dtype} {tuple(own_only.shape)}")
+        m_hard = m if (use_hard_negatives and p_neg is not None) else 0
+        k = mixed_neg.shape[1] if mixed_neg is not None else 0
+        own = _own_columns(b, m_hard, k, logits.shape[1], q.device)
+        logits = logits.masked_fill(own_only[:, None] & ~own, float("-inf"))
+    return logits
+
+
+def _own_columns(b: int, m: int, k: int, c: int, device) -> Tensor:
+    """(B, C) bool: True where column c of row i is one of query i's own candidates, in the column layout of
+    :func:`infonce_logits`: its positive (column i), its M hard negatives, its K mixes; never another
+    query's positive, hard negative, query or positive (the expanded blocks)."""
+    own = torch.zeros(b, c, dtype=torch.bool, device=device)
+    rows = torch.arange(b, device=device)
+    own[rows, rows] = True
+    if m:
+        own[rows[:, None], b + rows[:, None] * m + torch.arange(m, device=device)] = True
+    own[:, b + b * m:b + b * m + k] = True
+    return own
 
 
 def nll_from_logits(logits: Tensor) -> Tensor:
@@ -107,6 +135,7 @@ def info_nce_loss(
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
     mixed_neg: Tensor | None = None,
+    own_only: Tensor | None = None,
     gather_fn: GatherFn | None = None,
 ) -> Tensor:
     """L = mean_i −log(e^{s(q_i,p_i⁺)/τ} / Z_i). Inputs already L2-normalised; see the module docstring.
@@ -118,5 +147,5 @@ def info_nce_loss(
         p_neg = gather_fn(p_neg) if p_neg is not None else None
         mixed_neg = gather_fn(mixed_neg) if mixed_neg is not None else None
     logits = infonce_logits(q, p_pos, p_neg, tau=tau, use_hard_negatives=use_hard_negatives,
-                            expanded_negatives=expanded_negatives, mixed_neg=mixed_neg)
+                            expanded_negatives=expanded_negatives, mixed_neg=mixed_neg, own_only=own_only)
     return nll_from_logits(logits).mean()

@@ -11,7 +11,8 @@
     α_cl, α_kd  contrastive_weight, distill_weight (the paper's ratio is unknown; 1:1 is the prior)
 
 Inputs are RAW (un-normalised) embeddings, already gathered across devices by the caller (distributed.py):
-q (B, d), p_pos (B, d), p_neg (B, M, d) or None, teacher_scores (B, 1+M), teacher_mask (B, 1+M) bool.
+q (B, d), p_pos (B, d), p_neg (B, M, d) or None, teacher_scores (B, 1+M), teacher_mask (B, 1+M) bool,
+own_only (B,) bool or None: queries whose Z_i holds only their own candidates (infonce.py; labelled data).
 The returned loss is the unscaled global loss; a DDP trainer multiplies it by world_size before backward.
 `generator` drives the pairwise mixes: under DDP seed it identically on every rank (e.g. from the step, never from
 the rank), so that every rank builds the same mixes and computes the same global loss.
@@ -120,6 +121,7 @@ class KaLMObjective(torch.nn.Module):
         teacher_scores: Tensor | None = None,
         teacher_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        own_only: Tensor | None = None,
     ) -> dict[str, Tensor]:
         cfg = self.cfg
         _, m, d = check_embeddings("objective.py", q, p_pos, p_neg)
@@ -152,7 +154,7 @@ class KaLMObjective(torch.nn.Module):
             md = truncate_normalize(mixed, dim) if mixed is not None else None
             if cfg.contrastive_weight > 0:
                 logits = infonce_logits(qd, pd, nd, tau=cfg.tau, use_hard_negatives=cfg.use_hard_negatives,
-                                        expanded_negatives=cfg.expanded_negatives, mixed_neg=md)
+                                        expanded_negatives=cfg.expanded_negatives, mixed_neg=md, own_only=own_only)
                 cl, w, p = focal_from_logits(logits, gamma=cfg.focal_gamma, detach_weight=cfg.focal_detach)
                 contrastive = wd * cl if contrastive is None else contrastive + wd * cl
                 if dim == largest:
