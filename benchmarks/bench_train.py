@@ -12,7 +12,7 @@ Equal work, term by term:
              together (kalm: one tokenisation of 2B passages; peer: two columns merged by its
              ``embed_columns``), so both see identical real and padded token counts (checked each step)
   loss       InfoNCE over in-batch positives + every hard negative of the batch, τ = 1/scale:
-             kalm KaLMObjective(tau=τ, focal_gamma=0, no mixing, no Matryoshka, use_hard_negatives)
+             kalm KaLMObjective(tau=τ, gamma=0, no mixing, no Matryoshka, use_hard_negatives)
              vs MultipleNegativesRankingLoss(scale=1/τ) on (anchor, positive, negative); the two losses
              are printed side by side, computed by each library on the first batch with the same weights
              before the timed steps (they agree to float round-off)
@@ -57,7 +57,7 @@ def make_kalm(kalm, dataset, *, batch_size, max_len, tau, lr, chunk, out_dir, bf
     cfg = config_from_dict({
         "stage": "finetune", "output_dir": str(out_dir), "seed": 0,
         "data": {"num_negatives": 1, "query_max_len": max_len, "passage_max_len": max_len, "group_by_length": True},
-        "objective": {"tau": tau, "focal_gamma": 0.0, "use_hard_negatives": True, "mix_pairwise": 0,
+        "objective": {"tau": tau, "gamma": 0.0, "use_hard_negatives": True, "mix_pairwise": 0,
                       "mix_listwise": False, "matryoshka_dims": None, "distill_weight": 0.0},
         # max_steps huge + no warm-up: the linear schedule keeps lr ≈ constant, like the peer's.
         "optim": {"lr": lr, "batch_size": batch_size, "max_steps": 10**9, "warmup_ratio": 0.0, "grad_clip": 1.0,

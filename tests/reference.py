@@ -162,11 +162,11 @@ def naive_objective(q, p, n, t, mask, j, k, lam, c):
     L = α_cl · Σ_d w_d focal + α_kd · Σ_d w_d KL (α_cl = contrastive_weight, α_kd = distill_weight)."""
     full = q.shape[-1]
     qn, nn = trunc(q, full), trunc(n, full)  # mixing on full-dim unit vectors, before truncation
-    mixed = torch.cat([ref_pairwise_mix(nn, j, k, lam), ref_listwise_mix(qn, nn, c["mix_tau"])], dim=1)
+    mixed = torch.cat([ref_pairwise_mix(nn, j, k, lam), ref_listwise_mix(qn, nn, c["tau_mix"])], dim=1)
     cl = kd = 0
     for d, w in zip(c["matryoshka_dims"], c["matryoshka_weights"]):
         qd, pd, nd, md = trunc(q, d), trunc(p, d), trunc(n, d), trunc(mixed, d)
-        cl = cl + w * ref_focal(qd, pd, nd, gamma=c["focal_gamma"], tau=c["tau"], expanded=True, mixed=md)
+        cl = cl + w * ref_focal(qd, pd, nd, gamma=c["gamma"], tau=c["tau"], expanded=True, mixed=md)
         kd = kd + w * ref_kl(qd, pd, nd, t, mask, tau_kd=c["tau_kd"])
     return c["contrastive_weight"] * cl + c["distill_weight"] * kd, cl, kd
 

@@ -45,7 +45,7 @@ def test_paper_values_of_every_profile_and_stage(tmp_path, profile, stage):
     cfg = stage_config(profile, stage, tmp_path)
     o = cfg.objective
     assert isinstance(o, ObjectiveConfig)  # built and checked once, typed
-    got = (o.tau, o.focal_gamma, cfg.data.num_negatives, cfg.optim.batch_size, cfg.optim.lr,
+    got = (o.tau, o.gamma, cfg.data.num_negatives, cfg.optim.batch_size, cfg.optim.lr,
            (o.matryoshka_dims, o.matryoshka_weights), (o.mix_pairwise, o.mix_listwise),
            (o.contrastive_weight, o.distill_weight), o.tau_kd)
     assert got == TABLE[profile, stage]
@@ -68,7 +68,7 @@ def test_gpu_and_paper_stage_files_are_complete():
             raw = yaml.safe_load((CONFIG_ROOT / profile / f"{stage}.yaml").read_text())
             assert "extends" not in raw
             keys = {"tau", "matryoshka_dims", "matryoshka_weights"} | (
-                {"focal_gamma", "mix_pairwise", "mix_listwise"} if stage != "pretrain" else set()) | (
+                {"gamma", "mix_pairwise", "mix_listwise"} if stage != "pretrain" else set()) | (
                 {"contrastive_weight", "distill_weight", "tau_kd"} if stage == "distill" else set())
             assert keys <= set(raw["objective"]), (profile, stage)
             assert {"lr", "batch_size"} <= set(raw["optim"]) and "num_negatives" in raw["data"]
@@ -82,7 +82,7 @@ def test_merge_keeps_the_parents_values_and_replaces_whole_leaves():
                                     "data": {"datasets": ["c"]}, "log_every": 1}
     # the ci profile's stage file extends smoke's: what it does not name is smoke's
     ci, smoke = stage_config("ci", "finetune", "r"), stage_config("smoke", "finetune", "r")
-    assert ci.objective.focal_gamma == smoke.objective.focal_gamma and ci.data.mined_dir == smoke.data.mined_dir
+    assert ci.objective.gamma == smoke.objective.gamma and ci.data.mined_dir == smoke.data.mined_dir
     assert ci.model.tiny["hidden_size"] == 32 and stage_config("cpu", "pretrain", "r").model.tiny == {}
 
 

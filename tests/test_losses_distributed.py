@@ -29,7 +29,7 @@ WORKER = textwrap.dedent("""
     T = torch.rand(W * B, 1 + M, dtype=torch.float64)
     model = torch.nn.Linear(DIN, D, dtype=torch.float64)
     ref_model = copy.deepcopy(model)
-    cfg = ObjectiveConfig(tau=0.1, focal_gamma=1.0, mix_pairwise=1, mix_listwise=True, distill_weight=0.5,
+    cfg = ObjectiveConfig(tau=0.1, gamma=1.0, mix_pairwise=1, mix_listwise=True, distill_weight=0.5,
                           matryoshka_dims=(8, 4), matryoshka_weights=(1.0, 0.5))
     obj = KaLMObjective(cfg)
     sl = slice(rank * B, (rank + 1) * B)

@@ -56,15 +56,14 @@ def test_logits_layout_positive_on_diagonal_and_expanded_diagonal_masked():
     assert torch.isfinite(qq.fill_diagonal_(0)).all()
 
 
-def test_gather_hook_builds_the_global_loss_and_local_slot_keeps_gradient():
-    # pretend to be rank 1 of 2: the hook prepends rank 0's (gradient-free) tensors
+def test_gathered_inputs_build_the_global_loss_and_local_slot_keeps_gradient():
+    # pretend to be rank 1 of 2: gather_with_grad's result is rank 0's (gradient-free) tensors, then this rank's
     q, p, n = R.unit(2 * B, D, seed=13), R.unit(2 * B, D, seed=14), R.unit(2 * B, M, D, seed=15)
     global_loss = R.ref_infonce(q, p, n, 0.2)
     g_q, g_p, g_n = torch.autograd.grad(global_loss, [q, p, n])
-    others = {id_: t[:B].detach() for id_, t in (("q", q), ("p", p), ("n", n))}
-    order = iter(["q", "p", "n"])
     lq, lp, ln = (t[B:].detach().clone().requires_grad_(True) for t in (q, p, n))
-    loss = info_nce_loss(lq, lp, ln, tau=0.2, gather_fn=lambda t: torch.cat([others[next(order)], t]))
+    gathered = [torch.cat([t[:B].detach(), local]) for t, local in ((q, lq), (p, lp), (n, ln))]
+    loss = info_nce_loss(*gathered, tau=0.2)
     torch.testing.assert_close(loss, global_loss.detach(), atol=1e-10, rtol=0)
     a, b, c = torch.autograd.grad(loss, [lq, lp, ln])
     # the local slot's gradient is the global-loss gradient restricted to this rank's rows

@@ -16,7 +16,7 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-FULL = dict(tau=0.2, expanded_negatives=True, focal_gamma=1.5, mix_pairwise=2, mix_listwise=True, mix_tau=0.3,
+FULL = dict(tau=0.2, expanded_negatives=True, gamma=1.5, mix_pairwise=2, mix_listwise=True, tau_mix=0.3,
             contrastive_weight=1.0, distill_weight=0.7, tau_kd=0.1, matryoshka_dims=(12, 8, 4),
             matryoshka_weights=(1.0, 0.3, 0.2))
 
@@ -68,7 +68,7 @@ def test_distillation_temperature_default_is_the_papers_005():
 
 def test_logged_focal_weight_and_positive_probability_at_full_dim():
     q, p, n = R.raw(B, D, seed=6), R.raw(B, D, seed=7), R.raw(B, M, D, seed=8)
-    cfg = ObjectiveConfig(tau=0.3, focal_gamma=2.0, matryoshka_dims=(8, 12, 4), matryoshka_weights=(1, 1, 1))
+    cfg = ObjectiveConfig(tau=0.3, gamma=2.0, matryoshka_dims=(8, 12, 4), matryoshka_weights=(1, 1, 1))
     out = KaLMObjective(cfg)(q, p, n)
     probs = []
     for pos, terms in R.candidate_logits(R.trunc(q, D), R.trunc(p, D), R.trunc(n, D), 0.3):
@@ -95,8 +95,8 @@ def test_pretraining_config_ignores_hard_negatives():
 
 def test_k_zero_equals_no_mixing_in_the_objective():
     q, p, n = R.raw(B, D, seed=15), R.raw(B, D, seed=16), R.raw(B, M, D, seed=17)
-    a = KaLMObjective(ObjectiveConfig(mix_pairwise=0, focal_gamma=0.5))(q, p, n, generator=gen(0))["loss"]
-    b = KaLMObjective(ObjectiveConfig(focal_gamma=0.5))(q, p, n)["loss"]
+    a = KaLMObjective(ObjectiveConfig(mix_pairwise=0, gamma=0.5))(q, p, n, generator=gen(0))["loss"]
+    b = KaLMObjective(ObjectiveConfig(gamma=0.5))(q, p, n)["loss"]
     assert torch.equal(a, b)
 
 
@@ -111,7 +111,7 @@ def test_bfloat16_inputs_tau_001_full_recipe_is_finite():
 
 
 def test_from_dict_accepts_yaml_lists_and_rejects_unknown_keys():
-    cfg = ObjectiveConfig.from_dict({"focal_gamma": 0.5, "matryoshka_dims": [896, 64], "matryoshka_weights": [1, 0.1]})
+    cfg = ObjectiveConfig.from_dict({"gamma": 0.5, "matryoshka_dims": [896, 64], "matryoshka_weights": [1, 0.1]})
     assert cfg.matryoshka_dims == (896, 64) and cfg.matryoshka_weights == (1.0, 0.1)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['focal_gama'\]"):
         ObjectiveConfig.from_dict({"focal_gama": 0.5})
@@ -121,7 +121,7 @@ def test_from_dict_accepts_yaml_lists_and_rejects_unknown_keys():
     "kwargs, field",
     [
         (dict(tau=0.0), "tau"),
-        (dict(focal_gamma=-1.0), "focal_gamma"),
+        (dict(gamma=-1.0), "gamma"),
         (dict(mix_pairwise=-1), "mix_pairwise"),
         (dict(mix_pairwise=2.0), "mix_pairwise"),
         (dict(mix_alpha=0.0), "mix_alpha"),

@@ -66,7 +66,7 @@ def test_retrieval_queries_keep_their_in_batch_negatives():
     ex = [dict(e, own_negatives_only=False, task="scifact") for e in _classification_batch()]
     ex[0]["own_negatives_only"] = True  # a mixed batch is masked row by row
     batch = Batch.from_examples(ex, 2)
-    obj = KaLMObjective(ObjectiveConfig(tau=0.05, focal_gamma=0.5))
+    obj = KaLMObjective(ObjectiveConfig(tau=0.05, gamma=0.5))
     q, p, n = R.unit(6, 16, seed=5), R.unit(6, 16, seed=6), R.unit(6, 2, 16, seed=7)
     logits = infonce_logits(q, p, n, tau=0.05, own_only=batch.own_only)
     assert bool(torch.isfinite(logits[1:]).all()) and int(torch.isfinite(logits[0]).sum()) == 3

@@ -49,7 +49,7 @@ def toy_config(tmp_path, **over):
          "model": {"init": "tiny", "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
                                             "num_key_value_heads": 2, "num_hidden_layers": 2}},
          "data": {"num_negatives": 3, "query_max_len": 16, "passage_max_len": 16, "group_by_length": False},
-         "objective": {"tau": 0.05, "focal_gamma": 0.5, "mix_pairwise": 2, "mix_listwise": True,
+         "objective": {"tau": 0.05, "gamma": 0.5, "mix_pairwise": 2, "mix_listwise": True,
                        "matryoshka_dims": [32, 16], "matryoshka_weights": [1.0, 0.5]},
          "optim": {"lr": 1e-3, "batch_size": 8, "max_steps": 6, "warmup_ratio": 0.0, "grad_clip": 1.0},
          "progress_bar": False}
@@ -218,7 +218,7 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         toy_config(tmp_path, optim={"lr_typo": 1})
     with pytest.raises(ValueError, match="objective"):
-        toy_config(tmp_path, objective={"focal_gamma": -1})
+        toy_config(tmp_path, objective={"gamma": -1})
     with pytest.raises(ValueError, match="negatives"):
         Batch.from_examples([{"query": "q", "pos": "p", "neg": ["a"], "task": "t"}], 3)
 

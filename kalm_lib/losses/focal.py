@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from kalm_lib.losses._checks import loss_error
-from kalm_lib.losses.infonce import GatherFn, infonce_logits, nll_from_logits
+from kalm_lib.losses.infonce import DEFAULT_TAU, infonce_logits, nll_from_logits
 
 _FILE = "focal.py"
 
@@ -64,22 +64,18 @@ def focal_info_nce_loss(
     q: Tensor,
     p_pos: Tensor,
     p_neg: Tensor | None = None,
+    mixed_neg: Tensor | None = None,
     *,
-    gamma: float = 0.5,
-    tau: float = 0.01,
+    gamma: float,
+    tau: float = DEFAULT_TAU,
     detach_weight: bool = False,
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
-    mixed_neg: Tensor | None = None,
     own_only: Tensor | None = None,
-    gather_fn: GatherFn | None = None,
 ) -> Tensor:
-    """L_focal = mean_i (1 − p_i)^γ · (−log p_i) over the Z_i of info_nce_loss (same arguments; inputs L2-normalised)."""
+    """L_focal = mean_i (1 − p_i)^γ · (−log p_i) over the Z_i of info_nce_loss (same arguments; inputs L2-normalised).
+    γ has no default here: its one default is ``ObjectiveConfig.gamma``."""
     _check_gamma(gamma)
-    if gather_fn is not None:
-        q, p_pos = gather_fn(q), gather_fn(p_pos)
-        p_neg = gather_fn(p_neg) if p_neg is not None else None
-        mixed_neg = gather_fn(mixed_neg) if mixed_neg is not None else None
     logits = infonce_logits(q, p_pos, p_neg, tau=tau, use_hard_negatives=use_hard_negatives,
                             expanded_negatives=expanded_negatives, mixed_neg=mixed_neg, own_only=own_only)
     loss, _, _ = focal_from_logits(logits, gamma=gamma, detach_weight=detach_weight)

@@ -28,18 +28,16 @@ Options:
                               For labelled classification/clustering data, where another query's positive or
                               negative is often of query i's own class: a false negative (PAPER.md §9; F2LLM's code
                               uses hard negatives only for such data). Other rows keep the whole batch.
-    gather_fn                 cross-device hook applied to q, p⁺, p⁻ and mixed_neg before the logits (default:
-                              identity). Pass `kalm_lib.losses.distributed.gather_with_grad` to build the GLOBAL
-                              loss (all queries × all passages of all ranks). The returned loss is NOT scaled: the
-                              caller multiplies it by world_size before backward, because DDP averages gradients
-                              over ranks (see distributed.py for why this gives the exact global-batch gradient).
+
+Across devices the inputs are the GATHERED batch (all queries × all passages of all ranks), gathered in one place:
+the trainer's step (kalm_lib/train.py, StepRunner._loss, with distributed.gather_with_grad). The returned loss is
+NOT scaled: the caller multiplies it by world_size before backward, because DDP averages gradients over ranks (see
+distributed.py for why this gives the exact global-batch gradient).
 
 Logits are computed in float32 (float64 stays float64) whatever the input dtype.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -48,7 +46,7 @@ from kalm_lib.losses._checks import check_embeddings, check_float_tensor, check_
 
 _FILE = "infonce.py"
 
-GatherFn = Callable[[Tensor], Tensor]
+DEFAULT_TAU = 0.01  # τ: the V1 script's --temperature 0.01 (V2's is not known); ObjectiveConfig.tau takes it
 
 
 def infonce_logits(
@@ -56,7 +54,7 @@ def infonce_logits(
     p_pos: Tensor,
     p_neg: Tensor | None = None,
     *,
-    tau: float = 0.01,
+    tau: float = DEFAULT_TAU,
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
     mixed_neg: Tensor | None = None,
@@ -130,22 +128,17 @@ def info_nce_loss(
     q: Tensor,
     p_pos: Tensor,
     p_neg: Tensor | None = None,
+    mixed_neg: Tensor | None = None,
     *,
-    tau: float = 0.01,
+    tau: float = DEFAULT_TAU,
     use_hard_negatives: bool = True,
     expanded_negatives: bool = False,
-    mixed_neg: Tensor | None = None,
     own_only: Tensor | None = None,
-    gather_fn: GatherFn | None = None,
 ) -> Tensor:
     """L = mean_i −log(e^{s(q_i,p_i⁺)/τ} / Z_i). Inputs already L2-normalised; see the module docstring.
 
     q (B,d), p_pos (B,d), p_neg (B,M,d) or None, mixed_neg (B,K,d) or None → scalar (unscaled by world size).
     """
-    if gather_fn is not None:
-        q, p_pos = gather_fn(q), gather_fn(p_pos)
-        p_neg = gather_fn(p_neg) if p_neg is not None else None
-        mixed_neg = gather_fn(mixed_neg) if mixed_neg is not None else None
     logits = infonce_logits(q, p_pos, p_neg, tau=tau, use_hard_negatives=use_hard_negatives,
                             expanded_negatives=expanded_negatives, mixed_neg=mixed_neg, own_only=own_only)
     return nll_from_logits(logits).mean()

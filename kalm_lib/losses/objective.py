@@ -36,30 +36,30 @@ import torch
 from torch import Tensor
 
 from kalm_lib.losses._checks import check_embeddings
-from kalm_lib.losses.distillation import distill_kl_loss
-from kalm_lib.losses.focal import focal_from_logits
+from kalm_lib.losses.distillation import DEFAULT_TAU_KD, distill_kl_loss
+from kalm_lib.losses.focal import focal_from_logits, focal_info_nce_loss
 from kalm_lib.losses.hard_negative_mixing import DEFAULT_MIX_TAU, mix_hard_negatives
-from kalm_lib.losses.infonce import infonce_logits
-from kalm_lib.losses.matryoshka import check_matryoshka, truncate_normalize
+from kalm_lib.losses.infonce import DEFAULT_TAU, infonce_logits
+from kalm_lib.losses.matryoshka import check_matryoshka, matryoshka_loss, truncate_normalize
 
 _FILE = "kalm_lib/losses/objective.py"
 
 
 @dataclass
 class ObjectiveConfig:
-    tau: float = 0.01
+    tau: float = DEFAULT_TAU          # τ
     use_hard_negatives: bool = True
     expanded_negatives: bool = False
-    focal_gamma: float = 0.0
+    gamma: float = 0.0                # γ of the focal weight (1 − p_i)^γ; 0 = plain InfoNCE; the one default
     focal_detach: bool = False
     mix_pairwise: int = 0
     mix_listwise: bool = False
     mix_alpha: float = 2.0
-    mix_tau: float = DEFAULT_MIX_TAU
+    tau_mix: float = DEFAULT_MIX_TAU  # τ_mix of the list-wise mixes
     mix_detach: bool = False
     contrastive_weight: float = 1.0
     distill_weight: float = 0.0
-    tau_kd: float = 0.05
+    tau_kd: float = DEFAULT_TAU_KD    # τ_kd
     matryoshka_dims: tuple[int, ...] | None = None
     matryoshka_weights: tuple[float, ...] | None = None
 
@@ -70,11 +70,11 @@ class ObjectiveConfig:
         for f in ("use_hard_negatives", "expanded_negatives", "focal_detach", "mix_listwise", "mix_detach"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be a bool")
-        for f in ("tau", "mix_alpha", "mix_tau", "tau_kd"):
+        for f in ("tau", "mix_alpha", "tau_mix", "tau_kd"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise bad(f, "must be a finite number > 0")
-        for f in ("focal_gamma", "contrastive_weight", "distill_weight"):
+        for f in ("gamma", "contrastive_weight", "distill_weight"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise bad(f, "must be a finite number >= 0")
@@ -142,26 +142,26 @@ class KaLMObjective(torch.nn.Module):
         if mixing:
             # full-dim unit vectors in float32 (or float64): mixing comes before any Matryoshka truncation
             mixed = mix_hard_negatives(truncate_normalize(q, d), truncate_normalize(p_neg, d), k_pairwise=cfg.mix_pairwise, listwise=cfg.mix_listwise,
-                                       alpha=cfg.mix_alpha, tau_mix=cfg.mix_tau, generator=generator,
+                                       alpha=cfg.mix_alpha, tau_mix=cfg.tau_mix, generator=generator,
                                        detach=cfg.mix_detach)
 
+        # The tested public losses, under the tested Matryoshka wrapper (each dim: truncate, re-normalise, weight)
         contrastive = distill = None
-        w_mean = p_mean = None
-        largest = max(dims)
-        for dim, wd in zip(dims, weights):
-            qd, pd = truncate_normalize(q, dim), truncate_normalize(p_pos, dim)
-            nd = truncate_normalize(p_neg, dim) if p_neg is not None else None
-            md = truncate_normalize(mixed, dim) if mixed is not None else None
-            if cfg.contrastive_weight > 0:
-                logits = infonce_logits(qd, pd, nd, tau=cfg.tau, use_hard_negatives=cfg.use_hard_negatives,
-                                        expanded_negatives=cfg.expanded_negatives, mixed_neg=md, own_only=own_only)
-                cl, w, p = focal_from_logits(logits, gamma=cfg.focal_gamma, detach_weight=cfg.focal_detach)
-                contrastive = wd * cl if contrastive is None else contrastive + wd * cl
-                if dim == largest:
-                    w_mean, p_mean = w.detach().mean(), p.detach().mean()
-            if use_kd:
-                kl = distill_kl_loss(qd, pd, nd, teacher_scores, teacher_mask, tau_kd=cfg.tau_kd)
-                distill = wd * kl if distill is None else distill + wd * kl
+        if cfg.contrastive_weight > 0:
+            contrastive = matryoshka_loss(
+                focal_info_nce_loss, q, p_pos, p_neg, mixed, dims=dims, weights=weights, gamma=cfg.gamma,
+                tau=cfg.tau, detach_weight=cfg.focal_detach, use_hard_negatives=cfg.use_hard_negatives,
+                expanded_negatives=cfg.expanded_negatives, own_only=own_only)
+            with torch.no_grad():  # what the log shows: mean w_i and p_i at the largest dim (one extra (B, C) logits)
+                top = max(dims)
+                cut = [truncate_normalize(x, top) if x is not None else None for x in (q, p_pos, p_neg, mixed)]
+                logits = infonce_logits(*cut[:3], tau=cfg.tau, use_hard_negatives=cfg.use_hard_negatives,
+                                        expanded_negatives=cfg.expanded_negatives, mixed_neg=cut[3], own_only=own_only)
+                _, w, p = focal_from_logits(logits, gamma=cfg.gamma)
+                w_mean, p_mean = w.mean(), p.mean()
+        if use_kd:
+            distill = matryoshka_loss(distill_kl_loss, q, p_pos, p_neg, dims=dims, weights=weights,
+                                      teacher_scores=teacher_scores, teacher_mask=teacher_mask, tau_kd=cfg.tau_kd)
 
         loss = 0.0
         out: dict[str, Tensor] = {}
