@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from .catalog import CatalogEntry, HubSource, get_entry, resolve_data_dir
-from .errors import LoadReport, RecordError, log
+from .errors import DataFileError, LoadReport, RecordError, log
 from .formats import normalise
 from .hub import iter_hub_rows, map_hub_row
 from .jsonl import iter_jsonl
@@ -82,7 +82,7 @@ def _read_local_cached(entry: CatalogEntry, file: Path, fmt: str, skip_invalid: 
     key = (entry.name, entry.format, entry.min_score, str(file.resolve()), st and (st.st_size, st.st_mtime_ns), fmt, skip_invalid, decontaminate,
            str(resolve_data_dir(data_dir).resolve()) if decontaminate else None)
     if key not in _CACHE:
-        report = LoadReport(entry.name)
+        report = LoadReport(entry.name, decontaminated=decontaminate, source=str(file))
         forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
         records = _convert(_local_rows(file, report, skip_invalid), entry, fmt, report, skip_invalid, forbidden)
         if len(_CACHE) >= _CACHE_SIZE:
@@ -106,7 +106,11 @@ def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", da
     ``path`` reads another file in the train layout for this dataset (a mined or teacher-scored file).
     ``source``: "auto" (local file if the catalog has one, else the Hub), "local" or "hub".
     ``max_rows``: a deterministic random subset (``seed``) of a local file; the first rows of a shuffled
-    Hub stream. ``num_pos``/``num_neg``: candidates kept per example by example-based labeling (cls)."""
+    Hub stream. ``num_pos``/``num_neg``: candidates kept per example by example-based labeling (cls).
+    ``decontaminate=False`` keeps evaluation test texts (a WARNING, and ``report.decontaminated`` is False);
+    with True, an evaluation file that cannot be read is an error naming it.
+    ``name_or_entry`` may also be a mapping declaring a dataset (see :func:`~kalm_lib.data.catalog.entry_from_mapping`).
+    Zero records is not an error here (the report says why); :func:`stage_records` decides."""
     entry = get_entry(name_or_entry)
     fmt = "train" if path is not None else entry.format
     use_hub = path is None and (source == "hub" or (source == "auto" and entry.path is None))
@@ -118,7 +122,8 @@ def load_with_report(name_or_entry: str | CatalogEntry, split: str = "train", da
         hub = entry.hub if split == entry.hub.split else HubSource(entry.hub.repo, entry.hub.data_dir, split)
         if max_rows is None:
             log.warning("%s: streaming the whole Hub dataset into memory (no max_rows)", entry.name)
-        report = LoadReport(entry.name)
+        report = LoadReport(entry.name, decontaminated=decontaminate,
+                            source=f"hf://datasets/{hub.repo}/{hub.data_dir or ''} ({hub.split})")
         forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
         records = _convert(iter_hub_rows(hub, seed=seed), entry, "hub", report, skip_invalid, forbidden,
                            max_rows=max_rows)
@@ -171,21 +176,28 @@ def load_hf_dataset(name_or_entry: str | CatalogEntry, **kw):
 
 
 def load_corpus(name_or_entry: str | CatalogEntry, data_dir: str | os.PathLike | None = None,
-                limit: int | None = None, seed: int = 0) -> list[str]:
+                limit: int | None = None, seed: int = 0, decontaminate: bool = True) -> list[str]:
     """Candidate documents for mining from the entry's ``mining_corpus`` (BEIR ``corpus.jsonl``;
-    text = "title text"), minus evaluation test texts. Empty list if the entry has none."""
+    text = "title text"), minus evaluation test texts (unless ``decontaminate=False``: a WARNING).
+    Empty list if the entry has none; a corpus file with no document is a :class:`DataFileError`."""
     entry = get_entry(name_or_entry)
     if not entry.mining_corpus:
         return []
     path = resolve_data_dir(data_dir) / entry.mining_corpus
-    forbidden = eval_test_texts(data_dir)
+    if not decontaminate:
+        log.warning("%s: mining corpus %s: decontamination against evaluation test texts is OFF", entry.name, path)
+    forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()
     from .overlap import normalize_text
 
-    docs, removed = [], 0
+    docs, removed, n = [], 0, 0
     for line, obj in iter_jsonl(path):
+        n += 1
         for k in ("_id", "text"):
             if k not in obj:
                 raise RecordError(path, line, k, "missing")
+        for k in ("text", "title"):
+            if k in obj and not isinstance(obj[k], str):
+                raise RecordError(path, line, k, f"expected a string, got {type(obj[k]).__name__}")
         text = f"{obj['title']} {obj['text']}" if obj.get("title") else obj["text"]
         if not text.strip():
             raise RecordError(path, line, "text", "empty string")
@@ -193,6 +205,8 @@ def load_corpus(name_or_entry: str | CatalogEntry, data_dir: str | os.PathLike |
             removed += 1
             continue
         docs.append(text)
+    if not n:
+        raise DataFileError(path, f"{entry.name}: mining corpus has no documents (empty file)")
     log.info("%s: mining corpus %s: %d docs (%d evaluation test docs removed)", entry.name, path, len(docs), removed)
     if limit is not None and len(docs) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(docs), size=limit, replace=False))

@@ -2,23 +2,37 @@
 
 The forbidden set holds every text of every evaluated split under ``en/`` and ``zh/``: ``test.jsonl``
 (or ``validation.jsonl`` where that is the split C-MTEB scores, e.g. AFQMC, OCNLI), and for BEIR retrieval
-folders the test queries plus the corpus documents named in ``qrels/test.tsv``. Texts are compared after
-NFKC + casefold + whitespace folding, so trivial variants of a test sentence count as the same text.
+folders the test queries plus the corpus documents named in ``qrels/test.tsv``; plus the files that MTEB's
+copy of a test split adds (:data:`EXTRA_EVALUATED`: SICK-R's test is every SICK pair, train included).
+Texts are compared after NFKC + casefold + whitespace folding, so trivial variants of a test sentence
+count as the same text.
+
+It never switches itself off: a data folder without ``en/`` or ``zh/``, an evaluation folder without an
+evaluated split, an empty or malformed evaluation file is an error naming the file (and line and field).
+Training without it takes ``decontaminate=False`` (logged as a WARNING and recorded in the load report).
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 from .catalog import resolve_data_dir
-from .errors import LoadReport
+from .errors import DataFileError, LoadReport, RecordError, log
+from .jsonl import iter_jsonl, iter_tsv
 
+EVAL_LANGS = ("en", "zh")
 TEXT_FIELDS = ("sentence1", "sentence2", "text", "query")
 LIST_FIELDS = ("positive", "negative")
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+# Files that MTEB's copy of an evaluated split adds to the folder's own test file (the local task spec
+# says the same: kalm_lib/evaluation/local_tasks.py; tests/test_robust_data.py checks that they agree).
+EXTRA_EVALUATED: dict[str, tuple[str, ...]] = {
+    "en/sts-sickr": ("train.jsonl",),  # MTEB's SICK-R 'test' = all 9,927 SICK pairs = local test + train/trial
+}
+OFF_HINT = (" (decontamination reads every evaluation file: fix or remove it, or turn decontamination off "
+            "explicitly with decontaminate=False)")
 
 
 def normalize_text(text: str) -> str:
@@ -28,70 +42,124 @@ def normalize_text(text: str) -> str:
 
 
 def evaluated_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The evaluated split of every evaluation folder (test.jsonl, else validation.jsonl; BEIR: qrels/test.tsv)."""
+    """The evaluated split of every evaluation folder (test.jsonl, else validation.jsonl; BEIR: qrels/test.tsv),
+    plus :data:`EXTRA_EVALUATED`. A missing ``en/`` or ``zh/``, or a folder without an evaluated split,
+    is a :class:`DataFileError`; a language folder with no evaluation set at all is a WARNING."""
     root = resolve_data_dir(data_dir)
     out = []
-    for lang in ("en", "zh"):
-        for folder in sorted(p for p in (root / lang).glob("*") if p.is_dir()):
+    for lang in EVAL_LANGS:
+        if not (root / lang).is_dir():
+            raise DataFileError(root / lang, f"evaluation folder missing: {root} has no {lang}/ (the layout is "
+                                             f"<data>/en/<type>-<name>/, <data>/zh/<type>-<name>/)")
+        folders = sorted(p for p in (root / lang).iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            log.warning("%s: no evaluation sets, so no %s test text is removed from training", root / lang, lang)
+        for folder in folders:
             if (folder / "qrels" / "test.tsv").is_file():
                 out.append(folder / "qrels" / "test.tsv")
             elif (folder / "test.jsonl").is_file():
                 out.append(folder / "test.jsonl")
             elif (folder / "validation.jsonl").is_file():
                 out.append(folder / "validation.jsonl")
+            else:
+                raise DataFileError(folder, "evaluation folder without an evaluated split "
+                                            "(test.jsonl, validation.jsonl or qrels/test.tsv)")
+            out += [folder / f for f in EXTRA_EVALUATED.get(f"{lang}/{folder.name}", ()) if (folder / f).is_file()]
+    if not out:
+        raise DataFileError(root, "no evaluation set under en/ or zh/")
     return out
 
 
-def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+def _str_field(rec: dict, key: str, path: Path, line: int) -> str:
+    if key not in rec:
+        raise RecordError(path, line, key, "missing")
+    if not isinstance(rec[key], str):
+        raise RecordError(path, line, key, f"expected a string, got {type(rec[key]).__name__}")
+    return rec[key]
 
 
 def _beir_test_texts(qrels: Path) -> set[str]:
     folder = qrels.parent.parent
-    qids, dids = set(), set()
-    with open(qrels, encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            qids.add(row["query-id"])
-            dids.add(row["corpus-id"])
-    texts = set()
-    for q in _jsonl(folder / "queries.jsonl"):
-        if q["_id"] in qids:
-            texts.add(q["text"])
-    for d in _jsonl(folder / "corpus.jsonl"):
-        if d["_id"] in dids:
-            texts.add(d["text"])
-            if d.get("title"):
-                texts.add(f"{d['title']} {d['text']}")  # the "title text" form training files use
+    qids: dict[str, int] = {}  # id -> first qrels line naming it
+    dids: dict[str, int] = {}
+    for line, row in iter_tsv(qrels, QRELS_HEADER):
+        try:
+            float(row["score"])
+        except ValueError:
+            raise RecordError(qrels, line, "score", f"expected a number, got {row['score']!r:.40}") from None
+        qids.setdefault(row["query-id"], line)
+        dids.setdefault(row["corpus-id"], line)
+    if not qids:
+        raise DataFileError(qrels, "no qrels rows after the header")
+    texts, found_q, found_d = set(), set(), set()
+    queries, corpus = folder / "queries.jsonl", folder / "corpus.jsonl"
+    for line, q in iter_jsonl(queries, allow_blank=True):
+        qid = _str_field(q, "_id", queries, line)
+        text = _str_field(q, "text", queries, line)
+        if qid in qids:
+            texts.add(text)
+            found_q.add(qid)
+    for line, d in iter_jsonl(corpus, allow_blank=True):
+        did = _str_field(d, "_id", corpus, line)
+        text = _str_field(d, "text", corpus, line)
+        title = d.get("title")
+        if title is not None and not isinstance(title, str):
+            raise RecordError(corpus, line, "title", f"expected a string, got {type(title).__name__}")
+        if did in dids:
+            texts.add(text)
+            found_d.add(did)
+            if title:
+                texts.add(f"{title} {text}")  # the "title text" form training files use
+    for ids, found, col, where in ((qids, found_q, "query-id", queries), (dids, found_d, "corpus-id", corpus)):
+        missing = [i for i in ids if i not in found]
+        if missing:
+            i = min(missing, key=ids.get)
+            raise RecordError(qrels, ids[i], col, f"{i!r} is not in {where} ({len(missing)} ids missing)")
     return texts
 
 
 def _file_texts(path: Path) -> set[str]:
     if path.suffix == ".tsv":
         return _beir_test_texts(path)
-    texts = set()
-    for rec in _jsonl(path):
+    texts, n = set(), 0
+    for line, rec in iter_jsonl(path, allow_blank=True):
+        n += 1
+        found = False
         for k in TEXT_FIELDS:
-            if isinstance(rec.get(k), str):
-                texts.add(rec[k])
+            if k in rec:
+                texts.add(_str_field(rec, k, path, line))
+                found = True
         for k in LIST_FIELDS:
-            texts.update(t for t in rec.get(k, []) if isinstance(t, str))
+            if k in rec:
+                v = rec[k]
+                if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+                    raise RecordError(path, line, k, f"expected a list of strings, got {v!r:.60}")
+                texts.update(v)
+                found = True
+        if not found:
+            raise RecordError(path, line, "/".join(TEXT_FIELDS), "missing: the record has no text field")
+    if not n:
+        raise DataFileError(path, "no records (empty file)")
     return texts
 
 
 @lru_cache(maxsize=4)
 def _forbidden(root: str) -> frozenset[str]:
     keys = set()
-    for path in evaluated_files(root):
-        keys.update(normalize_text(t) for t in _file_texts(path))
+    try:
+        for path in evaluated_files(root):
+            keys.update(normalize_text(t) for t in _file_texts(path))
+    except RecordError as err:
+        raise RecordError(err.source, err.line, err.field, err.problem + OFF_HINT) from None
+    except DataFileError as err:
+        raise DataFileError(err.source, err.problem + OFF_HINT) from None
     keys.discard("")
     return frozenset(keys)
 
 
 def eval_test_texts(data_dir: str | os.PathLike | None = None) -> frozenset[str]:
-    """Normalised texts of all evaluated splits (cached per data folder)."""
+    """Normalised texts of all evaluated splits (cached per data folder). Any evaluation file that cannot
+    be read is a :class:`~kalm_lib.data.errors.DataError` naming it: decontamination never turns itself off."""
     return _forbidden(str(resolve_data_dir(data_dir).resolve()))
 
 

@@ -19,8 +19,8 @@ up to ``10 × max_rows`` others. Capped scores are for smoke runs only: they are
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,14 +29,24 @@ from typing import Any
 
 import numpy as np
 
+from kalm_lib.data.errors import DataError
+
 from .encoder import register_prompt_alias
 
 CAP_SEED = 0
 CORPUS_PER_QUERY = 10  # distractor documents kept per capped query in retrieval
 
 
-class LocalDataError(ValueError):
-    """A local task file is missing or malformed; the message names the file and line."""
+class LocalDataError(DataError):
+    """A local task file is missing or malformed; the message names the file, line and field
+    (also as attributes ``source``, ``line``, ``field``; None where they do not apply)."""
+
+    def __init__(self, message: str, source=None, line: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.source, self.line, self.field = (str(source) if source is not None else None), line, field
+
+    def __reduce__(self):
+        return type(self), (str(self), self.source, self.line, self.field)
 
 
 @dataclass(frozen=True)
@@ -162,55 +172,89 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------- file readers (clear errors)
-def read_jsonl(path: Path, required: dict[str, type | tuple[type, ...]]) -> list[dict]:
-    """Rows of a JSON Lines file; every row must hold ``required`` fields of the given types."""
+def _decode(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LocalDataError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                             f"{err.start + 1})", path, lineno, "<bytes>") from None
+
+
+def read_jsonl(path: Path, required: dict[str, type | tuple[type, ...]],
+               values: dict[str, tuple[Any, ...]] | None = None) -> list[dict]:
+    """Rows of a JSON Lines file; every row must hold ``required`` fields of the given types (and, for
+    the fields in ``values``, one of the values listed). Blank lines are skipped."""
     if not path.is_file():
-        raise LocalDataError(f"{path}: file not found")
+        raise LocalDataError(f"{path}: file not found", path)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode(raw, path, lineno)
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
-                raise LocalDataError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+                raise LocalDataError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.pos + 1})",
+                                     path, lineno, "<json>") from None
+            except RecursionError:
+                raise LocalDataError(f"{path}:{lineno}: invalid JSON (nested too deeply)", path, lineno,
+                                     "<json>") from None
             if not isinstance(row, dict):
-                raise LocalDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise LocalDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}",
+                                     path, lineno, "<record>")
             for key, typ in required.items():
                 if key not in row:
-                    raise LocalDataError(f"{path}:{lineno}: missing field '{key}'")
+                    raise LocalDataError(f"{path}:{lineno}: missing field '{key}'", path, lineno, key)
                 if not isinstance(row[key], typ) or isinstance(row[key], bool) and typ is not bool:
                     raise LocalDataError(f"{path}:{lineno}: field '{key}' must be {_tname(typ)}, "
-                                         f"got {type(row[key]).__name__} {row[key]!r:.60}")
+                                         f"got {type(row[key]).__name__} {row[key]!r:.60}", path, lineno, key)
+                if typ == _NUM and not math.isfinite(row[key]):
+                    raise LocalDataError(f"{path}:{lineno}: field '{key}' must be a finite number, "
+                                         f"got {row[key]!r}", path, lineno, key)
+                if typ is list and not all(isinstance(t, str) for t in row[key]):
+                    raise LocalDataError(f"{path}:{lineno}: field '{key}' must be a list of strings, "
+                                         f"got {row[key]!r:.60}", path, lineno, key)
+            for key, allowed in (values or {}).items():
+                if row[key] not in allowed or isinstance(row[key], bool):
+                    raise LocalDataError(f"{path}:{lineno}: field '{key}' must be one of {list(allowed)}, "
+                                         f"got {row[key]!r:.60}", path, lineno, key)
             rows.append(row)
     if not rows:
-        raise LocalDataError(f"{path}: no rows")
+        raise LocalDataError(f"{path}: no rows", path)
     return rows
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """A BEIR qrels TSV (header ``query-id corpus-id score``) as {query_id: {doc_id: score}}."""
+def read_qrels(path: Path, lines: dict[tuple[str, str], int] | None = None) -> dict[str, dict[str, int]]:
+    """A BEIR qrels TSV (header ``query-id corpus-id score``) as {query_id: {doc_id: score}}; ``lines``
+    (optional, filled in) maps (query_id, doc_id) to its line."""
     if not path.is_file():
-        raise LocalDataError(f"{path}: file not found")
+        raise LocalDataError(f"{path}: file not found", path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise LocalDataError(f"{path}:1: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header}")
-        for lineno, rec in enumerate(reader, 2):
-            if not rec:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode(raw, path, lineno)
+            rec = line.rstrip("\r\n").split("\t")
+            if lineno == 1:
+                if [h.strip().lstrip("\ufeff") for h in rec[:3]] != ["query-id", "corpus-id", "score"]:
+                    raise LocalDataError(f"{path}:1: expected the header 'query-id<TAB>corpus-id<TAB>score', "
+                                         f"got {rec!r:.80}", path, 1, "<header>")
+                continue
+            if not line.strip():
                 continue
             if len(rec) != 3:
-                raise LocalDataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(rec)}")
+                raise LocalDataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(rec)}",
+                                     path, lineno, "<row>")
             try:
                 score = int(float(rec[2]))
-            except ValueError:
-                raise LocalDataError(f"{path}:{lineno}: field 'score' must be a number, got {rec[2]!r}") from None
+            except (ValueError, OverflowError):  # OverflowError: int(float("inf"))
+                raise LocalDataError(f"{path}:{lineno}: field 'score' must be a finite number, got {rec[2]!r:.40}",
+                                     path, lineno, "score") from None
             qrels.setdefault(rec[0], {})[rec[1]] = score
+            if lines is not None:
+                lines.setdefault((rec[0], rec[1]), lineno)
     if not qrels:
-        raise LocalDataError(f"{path}: no qrels")
+        raise LocalDataError(f"{path}: no qrels" if path.stat().st_size else f"{path}: empty file", path)
     return qrels
 
 
@@ -234,8 +278,8 @@ def _take(rows: list, cap: int | None, salt: str) -> list:
 
 
 # ---------------------------------------------------------------------- per-kind loaders
-def _load_rows(spec: LocalTaskSpec, root: Path, split: str, required: dict) -> list[dict]:
-    rows = [r for fname in spec.splits[split] for r in read_jsonl(root / spec.folder / fname, required)]
+def _load_rows(spec: LocalTaskSpec, root: Path, split: str, required: dict, values: dict | None = None) -> list[dict]:
+    rows = [r for fname in spec.splits[split] for r in read_jsonl(root / spec.folder / fname, required, values)]
     if spec.row_filter:
         key, drop = spec.row_filter
         rows = [r for r in rows if r.get(key) not in drop]
@@ -259,10 +303,8 @@ def _build_pair(spec, root, cap):
 
     out = {}
     for split in spec.evaluated_splits:
-        rows = _take(_load_rows(spec, root, split, {"sentence1": str, "sentence2": str, "label": int}), cap, split)
-        bad = next((r for r in rows if r["label"] not in (0, 1)), None)
-        if bad is not None:
-            raise LocalDataError(f"{root / spec.folder}/{spec.splits[split][0]}: label must be 0 or 1, got {bad['label']!r}")
+        rows = _take(_load_rows(spec, root, split, {"sentence1": str, "sentence2": str, "label": int},
+                                values={"label": (0, 1)}), cap, split)
         out[split] = Dataset.from_dict({"sentence1": [r["sentence1"] for r in rows],
                                         "sentence2": [r["sentence2"] for r in rows],
                                         "labels": [int(r["label"]) for r in rows]})
@@ -325,13 +367,16 @@ def _build_retrieval(spec, root, cap):
     out = {}
     for split in spec.evaluated_splits:
         qrels_path = folder / spec.splits[split][0]
-        qrels = read_qrels(qrels_path)
-        missing_q = next((q for q in qrels if q not in query_text), None)
+        lines: dict[tuple[str, str], int] = {}
+        qrels = read_qrels(qrels_path, lines)
+        missing_q = next(((q, d) for q in qrels if q not in query_text for d in qrels[q]), None)
         if missing_q is not None:
-            raise LocalDataError(f"{qrels_path}: query-id {missing_q!r} is not in {folder / 'queries.jsonl'}")
-        missing_d = next((d for q in qrels for d in qrels[q] if d not in corpus_ids), None)
+            raise LocalDataError(f"{qrels_path}:{lines[missing_q]}: query-id {missing_q[0]!r} is not in "
+                                 f"{folder / 'queries.jsonl'}", qrels_path, lines[missing_q], "query-id")
+        missing_d = next(((q, d) for q in qrels for d in qrels[q] if d not in corpus_ids), None)
         if missing_d is not None:
-            raise LocalDataError(f"{qrels_path}: corpus-id {missing_d!r} is not in {folder / 'corpus.jsonl'}")
+            raise LocalDataError(f"{qrels_path}:{lines[missing_d]}: corpus-id {missing_d[1]!r} is not in "
+                                 f"{folder / 'corpus.jsonl'}", qrels_path, lines[missing_d], "corpus-id")
         qids = sorted(qrels)
         docs = corpus_rows
         if cap is not None and cap < len(qids):
