@@ -12,34 +12,22 @@ import logging
 import sys
 
 from .catalog import CATALOG
-from .errors import LoadReport, RecordError
-from .jsonl import iter_jsonl
-from .validation import validate_record
+from .errors import DataError
+from .validation import validate_file
 
 
 def _validate(path: str, fmt: str, skip_invalid: bool) -> int:
-    report = LoadReport(path)
-
-    def on_error(err: RecordError) -> None:
-        report.read += 1
-        report.add_invalid(err, keep=50)
-
+    """0: every record valid; 1: a malformed record, a file with no record, or none valid."""
     try:
-        for line, obj in iter_jsonl(path, on_error=on_error if skip_invalid else None):
-            report.read += 1
-            try:
-                validate_record(obj, fmt, path, line)
-            except RecordError as err:
-                if not skip_invalid:
-                    raise
-                report.add_invalid(err, keep=50)
-    except RecordError as err:
+        report = validate_file(path, fmt, skip_invalid=skip_invalid)
+    except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    report.kept = report.read - report.invalid
     for msg in report.invalid_examples:
         print(f"skipped: {msg}", file=sys.stderr)
     print(report.summary())
+    if report.kept == 0:
+        print(f"error: {path}: no valid record", file=sys.stderr)
     return 1 if report.invalid else 0
 
 

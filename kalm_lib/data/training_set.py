@@ -12,19 +12,25 @@ Stage rules (PAPER.md §3):
   distill  : as finetune, read from ``teacher_scores_path/<name>.jsonl`` (written by
              :func:`score_datasets`), whose records carry ``teacher_scores`` aligned with ``pos + neg``.
 
+Nothing is silently empty: a dataset (source, mined or teacher file) that yields no example is an
+:class:`EmptyDatasetError` naming it and its file, unless ``allow_empty=True`` (then a WARNING, counted in
+``ds.empty_datasets`` and the summary). Decontamination is on unless ``decontaminate=False`` (a WARNING,
+``ds.decontaminated`` is False and every report says so).
+
 Each item draws one positive and M negatives from the example's lists with an RNG seeded by
 (seed, epoch, index): deterministic for a given seed, different each epoch after ``set_epoch``.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .catalog import STAGES, CatalogEntry, get_entry
-from .errors import LoadReport, log
+from .errors import DataError, DataFileError, EmptyDatasetError, EntryError, LoadReport, log
 from .instructions import format_query
 from .loader import load_with_report
 
@@ -42,7 +48,8 @@ def _add_random_negatives(records: list[dict], num_negatives: int, seed: int, re
         return
     pool = [r["pos"][0] for r in records]
     if len(set(pool)) < 2:
-        raise ValueError(f"{report.name}: cannot draw random negatives from a dataset with one distinct positive")
+        raise DataFileError(report.source or "<unknown source>", f"dataset '{report.name}': cannot draw random "
+                            f"negatives from a dataset with one distinct positive")
     rng = np.random.default_rng([seed, 7])
     n_empty = 0
     for i in short:
@@ -64,17 +71,44 @@ def _add_random_negatives(records: list[dict], num_negatives: int, seed: int, re
                 report.name, len(short), len(records), num_negatives, n_empty)
 
 
+_EMPTY_HINT = {
+    "source": "",
+    "mined": " (the mined file holds no example: mine again, e.g. with a looser filter_topk, or delete it "
+             "to fall back to the source's own negatives)",
+    "teacher": " (the teacher-score file holds no example: run score_datasets again)",
+}
+
+
+def _check_not_empty(records: list[dict], report: LoadReport, entry: CatalogEntry, origin: str,
+                     allow_empty: bool) -> None:
+    """A dataset that contributes nothing is an error (``allow_empty``: a counted WARNING)."""
+    if records:
+        return
+    kind = origin.split("+")[0]
+    problem = f"contributes no example: {report.why_empty()}{_EMPTY_HINT.get(kind, '')}"
+    if not allow_empty:
+        raise EmptyDatasetError(entry.name, report.source or "<unknown source>",
+                                problem + " (allow_empty=True lets the run go on without it)")
+    report.empty = True
+    log.warning("%s: %s: %s (allowed: allow_empty=True)", report.source, entry.name, problem)
+
+
 def stage_records(name: str | CatalogEntry, stage: str, data_dir=None, num_negatives: int = 7,
                   max_rows: int | None = None, seed: int = 0, mined_dir=None, teacher_scores_path=None,
-                  skip_invalid: bool = True, require_teacher_scores: bool = True) -> tuple[list[dict], LoadReport, str]:
+                  skip_invalid: bool = True, require_teacher_scores: bool = True, decontaminate: bool = True,
+                  allow_empty: bool = False) -> tuple[list[dict], LoadReport, str]:
     """Records of one dataset as the stage uses them, the load report, and where they came from:
-    "source", "mined", "teacher", or "source+random-negatives"."""
+    "source", "mined", "teacher", or "source+random-negatives".
+
+    ``name``: a catalog name, a :class:`CatalogEntry`, or a mapping declaring a dataset
+    (:func:`~kalm_lib.data.catalog.entry_from_mapping`). No example at all is an
+    :class:`EmptyDatasetError` naming the dataset and its file unless ``allow_empty``."""
     entry = get_entry(name)
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} not in {STAGES}")
     if stage not in entry.stages:
         log.warning("%s is not catalogued for stage %r (its stages: %s); using it anyway", entry.name, stage, entry.stages)
-    kw = dict(data_dir=data_dir, max_rows=max_rows, seed=seed, skip_invalid=skip_invalid)
+    kw = dict(data_dir=data_dir, max_rows=max_rows, seed=seed, skip_invalid=skip_invalid, decontaminate=decontaminate)
     if stage == "distill" and teacher_scores_path is not None:
         path = Path(teacher_scores_path) / f"{entry.name}.jsonl"
         if path.is_file():
@@ -82,6 +116,7 @@ def stage_records(name: str | CatalogEntry, stage: str, data_dir=None, num_negat
             missing = sum("teacher_scores" not in r for r in records)
             if missing:
                 raise ValueError(f"{path}: {missing} records lack teacher_scores")
+            _check_not_empty(records, report, entry, "teacher", allow_empty)
             return records, report, "teacher"
         if require_teacher_scores:
             raise FileNotFoundError(f"distill stage: no teacher scores for {entry.name} at {path} "
@@ -89,6 +124,7 @@ def stage_records(name: str | CatalogEntry, stage: str, data_dir=None, num_negat
         log.warning("%s: no teacher scores at %s; its items get teacher_scores=None", entry.name, path)
     if stage == "pretrain":
         records, report = load_with_report(entry, **kw)
+        _check_not_empty(records, report, entry, "source", allow_empty)
         return [dict(r, neg=[]) for r in records], report, "source"
     if mined_dir is not None and (Path(mined_dir) / f"{entry.name}.jsonl").is_file():
         records, report = load_with_report(entry, path=Path(mined_dir) / f"{entry.name}.jsonl", **kw)
@@ -96,6 +132,7 @@ def stage_records(name: str | CatalogEntry, stage: str, data_dir=None, num_negat
     else:
         records, report = load_with_report(entry, **kw)
         origin = "source"
+    _check_not_empty(records, report, entry, origin, allow_empty)
     if any(len(r["neg"]) < num_negatives for r in records):
         _add_random_negatives(records, num_negatives, seed, report)
         origin += "+random-negatives"
@@ -120,6 +157,8 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
             max(len(e["query"]), len(e["pos"][0])) for e in examples]
         self.reports: dict[str, LoadReport] = {}
         self.origins: dict[str, str] = {}
+        self.decontaminated: bool = True       # False: built with decontaminate=False
+        self.empty_datasets: list[str] = []    # datasets that contributed nothing (allowed by allow_empty)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -153,31 +192,51 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
             rows.append({"dataset": t, "examples": int(counts.get(t, 0)), "origin": self.origins.get(t, ""),
                          "read": rep.read, "malformed_skipped": rep.invalid,
                          "left_out": int(sum(rep.dropped.values())), "not_sampled": rep.subsampled,
-                         "random_neg_examples": rep.random_negatives})
+                         "random_neg_examples": rep.random_negatives, "empty": rep.empty,
+                         "decontaminated": rep.decontaminated})
         return pd.DataFrame(rows)
 
 
-def build_training_set(names: list[str], stage: str, data_dir: str | os.PathLike | None = None,
+def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_dir: str | os.PathLike | None = None,
                        num_negatives: int = 7, max_rows_per_dataset: int | None = None, seed: int = 0,
                        mined_dir: str | os.PathLike | None = None,
                        teacher_scores_path: str | os.PathLike | None = None, skip_invalid: bool = True,
                        use_instructions: bool = True, tokenizer=None,
-                       require_teacher_scores: bool = True) -> KaLMTrainingDataset:
+                       require_teacher_scores: bool = True, decontaminate: bool = True,
+                       allow_empty: bool = False) -> KaLMTrainingDataset:
     """Concatenate the named datasets for ``stage`` (see module doc) into one map-style dataset.
 
+    ``names``: catalog names, :class:`CatalogEntry` objects, or mappings declaring a user's own dataset
+    (``{"name", "path", "format", "task_type", "instruction", "symmetric", ...}``, see
+    :func:`~kalm_lib.data.catalog.entry_from_mapping`), mixed freely; a name may appear once.
     ``skip_invalid`` defaults to True here because the local mirror has a few malformed records (empty
     queries); each skipped one is counted and logged with its file:line:field. ``tokenizer`` (optional,
-    e.g. the Qwen2 tokenizer) makes ``.lengths`` token counts instead of character counts."""
+    e.g. the Qwen2 tokenizer) makes ``.lengths`` token counts instead of character counts.
+    ``decontaminate=False`` keeps evaluation test texts (WARNING; ``ds.decontaminated`` is False).
+    ``allow_empty=True`` lets a dataset that yields no example through (WARNING; ``ds.empty_datasets``)."""
+    from .catalog import entry_from_mapping
+
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} not in {STAGES}")
     if not names:
         raise ValueError("no dataset names given")
+    if isinstance(names, (str, Mapping, CatalogEntry)):
+        raise TypeError(f"names must be a list of datasets, got a single {type(names).__name__}")
+    entries = []
+    for i, name in enumerate(names):
+        entry = entry_from_mapping(name, where=f"datasets[{i}]") if isinstance(name, Mapping) else get_entry(name)
+        if entry.name in {e.name for e in entries}:
+            raise EntryError(f"datasets[{i}]", "name", f"dataset {entry.name!r} is listed twice")
+        entries.append(entry)
+    if not decontaminate:
+        log.warning("%s training set: decontamination is OFF (decontaminate=False): evaluation test texts are "
+                    "NOT removed from training, so scores on those tasks may be inflated", stage)
     examples, tasks, symmetric = [], [], {}
     reports, origins = {}, {}
-    for name in names:
-        entry = get_entry(name)
+    for entry in entries:
         records, report, origin = stage_records(entry, stage, data_dir, num_negatives, max_rows_per_dataset, seed,
-                                                mined_dir, teacher_scores_path, skip_invalid, require_teacher_scores)
+                                                mined_dir, teacher_scores_path, skip_invalid, require_teacher_scores,
+                                                decontaminate=decontaminate, allow_empty=allow_empty)
         report.log()
         reports[entry.name], origins[entry.name] = report, origin
         symmetric[entry.name] = entry.symmetric
@@ -195,7 +254,15 @@ def build_training_set(names: list[str], stage: str, data_dir: str | os.PathLike
         q = tokenizer([e["query"] for e in examples], add_special_tokens=False)["input_ids"]
         p = tokenizer([e["pos"][0] for e in examples], add_special_tokens=False)["input_ids"]
         lengths = [max(len(a), len(b)) for a, b in zip(q, p)]
+    empty = [n for n, r in reports.items() if r.empty]
+    if not examples:
+        raise DataError(f"{stage} training set: none of the {len(entries)} datasets contributed an example "
+                        f"({', '.join(f'{n}: {r.source}' for n, r in reports.items())})")
     ds = KaLMTrainingDataset(examples, tasks, symmetric, num_negatives, stage, seed, lengths)
     ds.reports, ds.origins = reports, origins
-    log.info("%s training set: %d examples from %d datasets", stage, len(ds), len(names))
+    ds.decontaminated, ds.empty_datasets = decontaminate, empty
+    contributed = len(reports) - len(empty)
+    log.info("%s training set: %d examples from %d datasets%s%s", stage, len(ds), contributed,
+             f" ({len(empty)} empty, left out: {', '.join(empty)})" if empty else "",
+             "" if decontaminate else "; decontamination OFF")
     return ds

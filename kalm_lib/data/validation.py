@@ -6,9 +6,13 @@ Any other field is an error too, so a typo such as ``"negs"`` cannot make negati
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
-from .errors import RecordError
+from .errors import DataFileError, LoadReport, RecordError
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _nonempty_str(v: Any) -> str | None:
@@ -16,6 +20,10 @@ def _nonempty_str(v: Any) -> str | None:
         return f"expected a string, got {type(v).__name__}"
     if not v.strip():
         return "empty string"
+    if not v.isascii():
+        m = _SURROGATE.search(v)
+        if m:  # valid JSON ("\\ud83d" escaped), but no UTF-8 text: the tokenizer would fail far from here
+            return f"lone surrogate {m.group()!a} at character {m.start() + 1} (not encodable as UTF-8)"
     return None
 
 
@@ -120,3 +128,33 @@ def validate_record(obj: dict, fmt: str, source: str, line: int) -> dict:
             if name in obj and len(obj[name]) != n:
                 raise RecordError(source, line, name, f"has {len(obj[name])} values for {n} texts")
     return obj
+
+
+def validate_file(path, fmt: str = "train", skip_invalid: bool = False, keep: int = 50) -> LoadReport:
+    """Check every record of a JSON Lines file (plain or .gz) against ``fmt``; the report counts them.
+
+    A malformed record raises :class:`RecordError` (``skip_invalid``: counted in the report instead, first
+    ``keep`` messages kept). A file with no record at all (0 bytes, an empty gzip, only blank lines
+    skipped) raises :class:`DataFileError`: an empty file is never a valid dataset."""
+    from .jsonl import iter_jsonl
+
+    if fmt not in SCHEMAS:
+        raise ValueError(f"unknown record format {fmt!r}; known: {sorted(SCHEMAS)}")
+    report = LoadReport(str(path), source=str(path))
+
+    def on_error(err: RecordError) -> None:
+        report.read += 1
+        report.add_invalid(err, keep=keep)
+
+    for line, obj in iter_jsonl(path, on_error=on_error if skip_invalid else None):
+        report.read += 1
+        try:
+            validate_record(obj, fmt, str(path), line)
+        except RecordError as err:
+            if not skip_invalid:
+                raise
+            report.add_invalid(err, keep=keep)
+    report.kept = report.read - report.invalid
+    if report.read == 0:
+        raise DataFileError(path, "no records (empty file): a dataset needs at least one record")
+    return report
