@@ -2,6 +2,7 @@
 
 One idea per file:
   catalog.yaml / catalog.py  every dataset once: task, language, stages, instruction, symmetric, path, Hub source
+  errors.py                  DataError and its kinds (record, file, empty dataset, declaration); LoadReport
   jsonl.py, validation.py    line-by-line reading and per-field checks (errors name file:line:field)
   formats.py, hub.py         source layouts -> {"query", "pos", "neg"}; Hub streaming via ``datasets``
   overlap.py                 evaluation test texts never enter training (decontamination)
@@ -15,11 +16,12 @@ One idea per file:
   teacher.py                 cached, resumable teacher similarities for distillation
   stats.py, figures.py       tables and seaborn figures for notebooks/01_data.ipynb
 """
-from .catalog import CATALOG, STAGES, CatalogEntry, HubSource, get_entry, load_catalog, names_for_stage, resolve_data_dir
+from .catalog import (CATALOG, STAGES, CatalogEntry, HubSource, entry_from_mapping, get_entry, load_catalog,
+                      names_for_stage, resolve_data_dir)
 from .encoders import as_encode_fn, embedder_name, load_sentence_transformer
-from .errors import LoadReport, RecordError
+from .errors import DataError, DataFileError, EmptyDatasetError, EntryError, LoadReport, RecordError
 from .instructions import apply_instruction, format_query, get_instruction, instruction_table
-from .jsonl import iter_jsonl, write_jsonl
+from .jsonl import iter_jsonl, iter_tsv, write_jsonl
 from .labeling import example_based_labeling
 from .loader import load_corpus, load_hf_dataset, load_records, load_with_report, to_hf_dataset
 from .mining import MiningReport, mine_dataset, mine_hard_negatives, scaled_ranges
@@ -29,10 +31,11 @@ from .search import exact_topk
 from .teacher import TeacherScorer, data_hash, score_datasets, score_with_teacher
 from .training_set import KaLMTrainingDataset, build_training_set, stage_records
 from .stats import dataset_table, instruction_examples, labeling_example, load_qwen2_tokenizer, token_lengths
-from .validation import SCHEMAS, validate_record
+from .validation import SCHEMAS, validate_file, validate_record
 
 __all__ = [
-    "CATALOG", "STAGES", "CatalogEntry", "HubSource", "get_entry", "load_catalog", "names_for_stage",
+    "CATALOG", "STAGES", "CatalogEntry", "HubSource", "entry_from_mapping", "get_entry", "load_catalog", "names_for_stage",
+    "DataError", "DataFileError", "EmptyDatasetError", "EntryError", "iter_tsv", "validate_file",
     "resolve_data_dir", "as_encode_fn", "embedder_name", "load_sentence_transformer", "LoadReport", "RecordError", "apply_instruction", "format_query", "get_instruction",
     "instruction_table", "iter_jsonl", "write_jsonl", "example_based_labeling", "load_corpus", "load_hf_dataset", "load_records",
     "load_with_report", "to_hf_dataset", "MiningReport", "mine_dataset", "mine_hard_negatives", "scaled_ranges",

@@ -8,10 +8,14 @@ and/or a Hugging Face Hub source (the gpu/paper profiles stream the paper's publ
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from .errors import EntryError
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 STAGES = ("pretrain", "finetune", "distill")
@@ -52,6 +56,8 @@ class CatalogEntry:
     def local_path(self, data_dir: str | os.PathLike | None = None) -> Path | None:
         if self.path is None:
             return None
+        if os.path.isabs(self.path):  # a user's own dataset outside the data folder
+            return Path(self.path)
         return resolve_data_dir(data_dir) / self.path
 
 
@@ -66,33 +72,104 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return p
 
 
-def _entry(raw: dict, where: str) -> CatalogEntry:
-    known = {"name", "task_type", "language", "stages", "instruction", "symmetric", "format", "path", "hub",
-             "default", "min_score", "mining_corpus", "note"}
-    unknown = set(raw) - known
+FIELDS = ("name", "task_type", "language", "stages", "instruction", "symmetric", "format", "path", "hub",
+          "default", "min_score", "mining_corpus", "note")
+CATALOG_REQUIRED = ("name", "task_type", "language", "stages", "instruction", "symmetric", "format")
+USER_REQUIRED = ("name", "task_type", "instruction", "symmetric", "format")  # language, stages: defaults
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def _entry(raw, where: str, user: bool = False, base_dir: str | os.PathLike | None = None) -> CatalogEntry:
+    """One entry from a mapping; every problem is a :class:`EntryError` naming ``where`` and the field."""
+    if not isinstance(raw, Mapping):
+        raise EntryError(where, "<entry>", f"expected a mapping of dataset fields, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in FIELDS)
     if unknown:
-        raise ValueError(f"{where}: unknown catalog field(s) {sorted(unknown)}")
-    for key in ("name", "task_type", "language", "stages", "instruction", "symmetric", "format"):
-        if key not in raw:
-            raise ValueError(f"{where}: catalog entry lacks field {key!r}")
+        raise EntryError(where, unknown[0], f"unknown catalog field(s) {unknown} (known: {list(FIELDS)})")
+    for key in (USER_REQUIRED if user else CATALOG_REQUIRED):
+        if key not in raw or raw[key] is None:
+            raise EntryError(where, key, "missing (a dataset needs " + ", ".join(USER_REQUIRED if user else CATALOG_REQUIRED)
+                             + " and a path or hub)")
     name = raw["name"]
-    if raw["format"] not in FORMATS:
-        raise ValueError(f"{where} ({name}): format {raw['format']!r} not in {FORMATS}")
-    if raw["task_type"] not in TASK_TYPES:
-        raise ValueError(f"{where} ({name}): task_type {raw['task_type']!r} not in {TASK_TYPES}")
-    bad = [s for s in raw["stages"] if s not in STAGES]
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise EntryError(where, "name", f"{name!r} is not a usable name (letters, digits, '.', '_', '+', '-'; it "
+                                        f"names files such as <mined_dir>/<name>.jsonl)")
+    where = f"{where} ({name})"
+
+    def choice(key, allowed):
+        if raw[key] not in allowed:
+            raise EntryError(where, key, f"{raw[key]!r} not in {allowed}")
+        return raw[key]
+
+    def opt_str(key, default=None):
+        v = raw.get(key, default)
+        if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v).strip()):
+            raise EntryError(where, key, f"expected a non-empty string, got {v!r:.60}")
+        return str(v) if v is not None else None
+
+    def boolean(key, default=None):
+        v = raw.get(key, default)
+        if not isinstance(v, bool):
+            raise EntryError(where, key, f"expected true or false, got {v!r:.60}")
+        return v
+
+    fmt = choice("format", FORMATS)
+    task_type = choice("task_type", TASK_TYPES)
+    stages = raw.get("stages", list(STAGES))
+    if isinstance(stages, str):
+        stages = [stages]
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise EntryError(where, "stages", f"expected a non-empty list of {STAGES}, got {stages!r:.60}")
+    bad = [s for s in stages if s not in STAGES]
     if bad:
-        raise ValueError(f"{where} ({name}): unknown stage(s) {bad}")
-    if not isinstance(raw["instruction"], str) or not raw["instruction"].strip():
-        raise ValueError(f"{where} ({name}): instruction must be a non-empty string")
-    if raw.get("path") is None and raw.get("hub") is None:
-        raise ValueError(f"{where} ({name}): needs a local path or a hub source")
-    hub = HubSource(**raw["hub"]) if raw.get("hub") else None
-    return CatalogEntry(name=name, task_type=raw["task_type"], language=raw["language"],
-                        stages=tuple(raw["stages"]), instruction=raw["instruction"].strip(),
-                        symmetric=bool(raw["symmetric"]), format=raw["format"], path=raw.get("path"), hub=hub,
-                        default=bool(raw.get("default", True)), min_score=raw.get("min_score"),
-                        mining_corpus=raw.get("mining_corpus"), note=raw.get("note", ""))
+        raise EntryError(where, "stages", f"unknown stage(s) {bad} (known: {STAGES})")
+    instruction = opt_str("instruction")
+    language = opt_str("language", "multi")
+    path = opt_str("path")
+    if path is not None:
+        path = os.path.expanduser(path)
+        if base_dir is not None and not os.path.isabs(path):
+            path = str(Path(base_dir) / path)
+    hub = raw.get("hub")
+    if hub is not None:
+        if not isinstance(hub, Mapping) or not isinstance(hub.get("repo"), str):
+            raise EntryError(where, "hub", f"expected {{repo, data_dir, split}} with a repo string, got {hub!r:.60}")
+        bad_hub = sorted(set(hub) - {"repo", "data_dir", "split"})
+        if bad_hub:
+            raise EntryError(where, "hub", f"unknown field(s) {bad_hub} (known: repo, data_dir, split)")
+        hub = HubSource(**hub)
+    if path is None and hub is None:
+        raise EntryError(where, "path", "missing: a dataset needs a local path or a hub source")
+    if fmt == "hub" and hub is None:
+        raise EntryError(where, "format", "format 'hub' needs a hub source")
+    min_score = raw.get("min_score")
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))):
+        raise EntryError(where, "min_score", f"expected a number, got {min_score!r:.60}")
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise EntryError(where, "note", f"expected a string, got {type(note).__name__}")
+    return CatalogEntry(name=name, task_type=task_type, language=language, stages=tuple(stages),
+                        instruction=instruction.strip(), symmetric=boolean("symmetric"), format=fmt, path=path,
+                        hub=hub, default=boolean("default", True), min_score=min_score,
+                        mining_corpus=opt_str("mining_corpus"), note=note)
+
+
+def entry_from_mapping(raw: Mapping, where: str = "dataset declaration",
+                       base_dir: str | os.PathLike | None = None) -> CatalogEntry:
+    """A :class:`CatalogEntry` for a user's own dataset, declared as a plain mapping (e.g. from a profile or
+    stage YAML) without touching ``catalog.yaml``.
+
+    Required: ``name``, ``format`` (train | sts | pair | cls | hub), ``task_type``, ``instruction``,
+    ``symmetric`` (true/false), and ``path`` (or ``hub``). Optional: ``language`` (default "multi"),
+    ``stages`` (default all), ``min_score``, ``mining_corpus``, ``note``, ``default``.
+    ``path``: absolute, ``~``-relative, relative to ``base_dir`` when given (e.g. the YAML file's folder),
+    else relative to the data folder (as catalog paths are). A name the catalog already uses is refused.
+    Every problem is an :class:`EntryError` ``"<where> (<name>): field '<field>': <problem>"``."""
+    entry = _entry(raw, where, user=True, base_dir=base_dir)
+    if entry.name in CATALOG and CATALOG[entry.name] != entry:
+        raise EntryError(f"{where} ({entry.name})", "name", "already a catalog dataset; choose another name "
+                                                            "(or use the catalog name alone)")
+    return entry
 
 
 def load_catalog(path: str | os.PathLike = CATALOG_FILE) -> dict[str, CatalogEntry]:
@@ -103,7 +180,7 @@ def load_catalog(path: str | os.PathLike = CATALOG_FILE) -> dict[str, CatalogEnt
     for i, item in enumerate(raw["datasets"]):
         e = _entry(item, f"{path}: datasets[{i}]")
         if e.name in out:
-            raise ValueError(f"{path}: dataset {e.name!r} is named twice")
+            raise EntryError(f"{path}: datasets[{i}]", "name", f"dataset {e.name!r} is named twice")
         out[e.name] = e
     return out
 
@@ -111,9 +188,15 @@ def load_catalog(path: str | os.PathLike = CATALOG_FILE) -> dict[str, CatalogEnt
 CATALOG: dict[str, CatalogEntry] = load_catalog()
 
 
-def get_entry(name_or_entry: str | CatalogEntry) -> CatalogEntry:
+def get_entry(name_or_entry: str | CatalogEntry | Mapping) -> CatalogEntry:
+    """The entry of a catalog name; an entry is returned as is; a mapping declares a dataset
+    (:func:`entry_from_mapping`)."""
     if isinstance(name_or_entry, CatalogEntry):
         return name_or_entry
+    if isinstance(name_or_entry, Mapping):
+        return entry_from_mapping(name_or_entry)
+    if not isinstance(name_or_entry, str):
+        raise TypeError(f"a dataset is a catalog name, a CatalogEntry or a mapping, got {type(name_or_entry).__name__}")
     try:
         return CATALOG[name_or_entry]
     except KeyError:
