@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,28 +32,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from kalm_lib.progress import bar_disabled
+from kalm_lib.prompts import KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from kalm_lib.config import TrainConfig
 
 ENCODE_WINDOW_BATCHES = 64
 """``encode`` tokenises and sorts this many batches at a time (bounded memory on large corpora)."""
 
-KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
-"""The exact KaLM query prefix (mteb's reference loader, ``kalm_models.py``: ``KaLM_INSTRUCTION``)."""
-
 # Architectures whose hidden states can be mean-pooled as a text embedding; anything else
 # (an encoder, a vision model) is refused with a clear error rather than silently producing vectors.
 DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "smollm3"}
-
-
-def format_query(text: str, instruction: str | None) -> str:
-    """``"Instruct: {instruction} \\n Query: {text}"``, or ``text`` unchanged without an instruction."""
-    if not instruction:
-        return text
-    return KALM_QUERY_TEMPLATE.format(instruction=instruction) + text
-
-
-def format_pair(query: str, document: str, instruction: str | None, symmetric: bool = False) -> tuple[str, str]:
-    """Format a (query, document) pair: the query is instructed; the document only for symmetric tasks."""
-    return format_query(query, instruction), (format_query(document, instruction) if symmetric else document)
 
 
 def default_data_dir() -> Path | None:
@@ -399,3 +388,27 @@ def _plain_copy_if_quantized(backbone: nn.Module) -> nn.Module:
     fresh = AutoModel.from_config(backbone.config)
     fresh.load_state_dict(backbone.state_dict())
     return fresh
+
+
+def build_model(cfg: "TrainConfig") -> KaLMEmbedder:
+    """The stage's starting model: tiny random Qwen2, a previous stage's folder, a Hub id or a GGUF."""
+    m = cfg.model
+    max_len = max(cfg.data.query_max_len, cfg.data.passage_max_len)
+    kw = {} if m.attn_implementation is None else {"attn_implementation": m.attn_implementation}
+    if m.init == "tiny":
+        model = KaLMEmbedder.tiny(seed=m.seed, causal=m.causal, max_length=max_len, **kw, **m.tiny)
+    elif m.init == "smollm2":
+        model = KaLMEmbedder.from_pretrained(smollm2_gguf_path(), causal=m.causal, max_length=max_len, **kw)
+    elif Path(m.init).is_dir() and (Path(m.init) / "modules.json").is_file():
+        model = KaLMEmbedder.load(m.init, causal=m.causal, max_length=max_len, **kw)
+    else:
+        model = KaLMEmbedder.from_pretrained(m.init, causal=m.causal, max_length=max_len, **kw)
+    if m.num_layers is not None:
+        layers = model.backbone.layers
+        if not 0 < m.num_layers <= len(layers):
+            raise ValueError(f"{cfg.source}: model.num_layers={m.num_layers} must be in [1, {len(layers)}]")
+        model.backbone.layers = layers[: m.num_layers]
+        model.backbone.config.num_hidden_layers = m.num_layers
+        if hasattr(model.backbone.config, "layer_types") and model.backbone.config.layer_types:
+            model.backbone.config.layer_types = model.backbone.config.layer_types[: m.num_layers]
+    return model

@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kalm_lib.atomic import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_data", "02_pretrain", "03_finetune", "04_distill", "05_evaluate"]
 
@@ -36,12 +38,6 @@ def _commit() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
@@ -107,15 +103,15 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
         except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
             info["notebooks"][name] = {"status": "failed", "seconds": round(time.perf_counter() - t0, 1)}
             info["failed"] = name
-            _write_json(build / "run_info.json", info)
+            atomic_write_json(build / "run_info.json", info, indent=2)
             raise SystemExit(f"[reproduce] notebook {name} FAILED after {time.perf_counter() - t0:.0f}s; "
                              f"its executed copy is kept at {dst}\n{type(err).__name__}: {err}") from None
         secs = round(time.perf_counter() - t0, 1)
         info["notebooks"][name] = {"status": "ok", "seconds": secs}
         print(f"[reproduce] {name} done in {secs:.0f}s", flush=True)
-        _write_json(build / "run_info.json", info)
+        atomic_write_json(build / "run_info.json", info, indent=2)
     info["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _write_json(build / "run_info.json", info)
+    atomic_write_json(build / "run_info.json", info, indent=2)
     return info
 
 

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import shutil
 import time
@@ -35,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
+from kalm_lib.atomic import atomic_write_text
 from kalm_lib.config import TrainConfig
 from kalm_lib.losses import KaLMObjective, gather_with_grad
-from kalm_lib.model import KaLMEmbedder, compile_layers, smollm2_gguf_path
+from kalm_lib.model import KaLMEmbedder, build_model, compile_layers  # noqa: F401 (build_model re-exported)
 from kalm_lib.progress import bar_disabled
 
 log = logging.getLogger("kalm_lib.train")
@@ -63,31 +62,6 @@ _RESUME_FREE = {"log_every", "save_every", "keep_checkpoints", "resume", "progre
                 "optim.max_nonfinite_skips", "optim.compile", "optim.gradient_checkpointing",
                 "optim.gradcache_chunk_size", "optim.sub_batch_size", "data.skip_invalid"}
 _CKPT_NAME = re.compile(r"step_\d{7}")
-
-
-# ---------------------------------------------------------------------------- model
-def build_model(cfg: TrainConfig) -> KaLMEmbedder:
-    """The stage's starting model: tiny random Qwen2, a previous stage's folder, a Hub id or a GGUF."""
-    m = cfg.model
-    max_len = max(cfg.data.query_max_len, cfg.data.passage_max_len)
-    kw = {} if m.attn_implementation is None else {"attn_implementation": m.attn_implementation}
-    if m.init == "tiny":
-        model = KaLMEmbedder.tiny(seed=m.seed, causal=m.causal, max_length=max_len, **kw, **m.tiny)
-    elif m.init == "smollm2":
-        model = KaLMEmbedder.from_pretrained(smollm2_gguf_path(), causal=m.causal, max_length=max_len, **kw)
-    elif Path(m.init).is_dir() and (Path(m.init) / "modules.json").is_file():
-        model = KaLMEmbedder.load(m.init, causal=m.causal, max_length=max_len, **kw)
-    else:
-        model = KaLMEmbedder.from_pretrained(m.init, causal=m.causal, max_length=max_len, **kw)
-    if m.num_layers is not None:
-        layers = model.backbone.layers
-        if not 0 < m.num_layers <= len(layers):
-            raise ValueError(f"{cfg.source}: model.num_layers={m.num_layers} must be in [1, {len(layers)}]")
-        model.backbone.layers = layers[: m.num_layers]
-        model.backbone.config.num_hidden_layers = m.num_layers
-        if hasattr(model.backbone.config, "layer_types") and model.backbone.config.layer_types:
-            model.backbone.config.layer_types = model.backbone.config.layer_types[: m.num_layers]
-    return model
 
 
 # ---------------------------------------------------------------------------- batch
@@ -317,12 +291,6 @@ class TrainState:
         self.generator.set_state(torch.tensor(d["generator"], dtype=torch.uint8))
 
 
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _flatten(d: dict) -> dict:
     """``{"optim": {"lr": 1e-5}}`` → ``{"optim.lr": 1e-5}`` (one level: ``model.tiny`` compares as a whole)."""
     out = {}
@@ -502,7 +470,7 @@ class StageTrainer:
             (tmp / "trainer_state.json").write_text(json.dumps(state))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _atomic_write_text(self.ckpt_dir / "latest", final.name + "\n")
+            atomic_write_text(self.ckpt_dir / "latest", final.name + "\n")
             done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and _CKPT_NAME.fullmatch(p.name))
             for old in done[: max(0, len(done) - self.cfg.keep_checkpoints)]:
                 if old != final:
@@ -599,7 +567,7 @@ class StageTrainer:
         if not (self.accelerator.is_main_process and self.metrics_path.is_file()):
             return
         keep = [r for r in read_metrics_records(self.metrics_path) if r["step"] <= step]
-        _atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict):
         if self.accelerator.is_main_process:
@@ -677,7 +645,7 @@ class StageTrainer:
             elif not resumed and self.metrics_path.exists():
                 self.metrics_path.unlink()
             if not resumed or restart:  # the config a run was started with; a plain resume keeps it
-                _atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
+                atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
         M = self.dataset.num_negatives if hasattr(self.dataset, "num_negatives") else cfg.data.num_negatives
         if cfg.stage == "pretrain":
             M = 0
@@ -741,7 +709,7 @@ class StageTrainer:
         self._check_weights_finite(final)
         if acc.is_main_process:
             acc.unwrap_model(self.model).save(final)
-            _atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step, "skipped": self.state.skipped,
+            atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step, "skipped": self.state.skipped,
                                                              "facts": self._facts()}) + "\n")
         acc.wait_for_everyone()
         return final

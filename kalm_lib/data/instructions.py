@@ -1,6 +1,6 @@
 """Task instructions in training (PAPER.md §3.5).
 
-    query   : "Instruct: {I_t} \\n Query: {q}"     (KaLM template, ``kalm_lib.model.format_query``)
+    query   : "Instruct: {I_t} \\n Query: {q}"     (KaLM template, ``kalm_lib.prompts.format_query``)
     passage : p                                    (asymmetric tasks)
     passage : "Instruct: {I_t} \\n Query: {p}"     (symmetric tasks: STS, pair classification, and here
                                                     example-labelled classification/clustering)
@@ -10,7 +10,7 @@ The instruction texts I_t are data: one per dataset in ``catalog.yaml`` (a recor
 """
 from __future__ import annotations
 
-from kalm_lib.model import KALM_QUERY_TEMPLATE, format_query
+from kalm_lib.prompts import KALM_QUERY_TEMPLATE, format_query
 
 from .catalog import CatalogEntry, get_entry
 

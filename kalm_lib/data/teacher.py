@@ -17,11 +17,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from kalm_lib.atomic import atomic_write_json
 from kalm_lib.progress import bar_disabled
 
 from .encoders import as_encode_fn, embedder_name
@@ -35,13 +35,6 @@ def data_hash(examples: list[dict]) -> str:
         h.update(json.dumps([e["query"], e["pos"], e.get("neg", [])], ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
-
-
-def _atomic_json(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 class TeacherScorer:
@@ -83,9 +76,9 @@ class TeacherScorer:
         folder.mkdir(parents=True, exist_ok=True)
         manifest = folder / "manifest.json"
         if not manifest.is_file():
-            _atomic_json({"teacher": self.teacher_name, "query_prompt": self.query_prompt,
-                          "data_hash": data_hash(examples), "n_examples": len(examples),
-                          "chunk_size": self.chunk_size}, manifest)
+            atomic_write_json(manifest, {"teacher": self.teacher_name, "query_prompt": self.query_prompt,
+                                         "data_hash": data_hash(examples), "n_examples": len(examples),
+                                         "chunk_size": self.chunk_size})
         n_chunks = (len(examples) + self.chunk_size - 1) // self.chunk_size
         scores: list[list[float]] = []
         for c in tqdm(range(n_chunks), desc=f"teacher {self.teacher_name}",
@@ -102,7 +95,7 @@ class TeacherScorer:
                     cached = None
             if cached is None:
                 cached = self._score_chunk(chunk)
-                _atomic_json(cached, path)
+                atomic_write_json(path, cached)
                 self.stats["chunks_computed"] += 1
             else:
                 self.stats["chunks_cached"] += 1

@@ -39,6 +39,8 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
+from kalm_lib.prompts import KALM_QUERY_TEMPLATE
+
 if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
 
@@ -49,11 +51,10 @@ try:  # reuse mteb's dict (not a copy) so a fix upstream reaches us
     from mteb.models.model_implementations.kalm_models import KaLM_v2_task_prompts
 except ImportError:  # pragma: no cover - only if mteb moves the module
     KaLM_v2_task_prompts: dict[str, str] = {}
-    _MTEB_KALM_TEMPLATE = "Instruct: {instruction} \n Query: "
+    _MTEB_KALM_TEMPLATE = None
     logger.warning("mteb's KaLM_v2_task_prompts is not importable; falling back to task metadata prompts")
 
-KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
-assert KALM_QUERY_TEMPLATE == _MTEB_KALM_TEMPLATE, "the KaLM template drifted from mteb's reference loader"
+assert _MTEB_KALM_TEMPLATE in (None, KALM_QUERY_TEMPLATE), "the KaLM template drifted from mteb's reference loader"
 
 # local task name -> the MTEB task whose prompt it uses (filled by local_tasks when a task is built)
 _PROMPT_ALIASES: dict[str, str] = {}

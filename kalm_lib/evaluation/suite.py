@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from kalm_lib.config import STAGES
+
 from .runner import evaluate_model
 
-STAGES = ("pretrain", "finetune", "distill")
 
 
 def stage_checkpoints(run_dir: str | os.PathLike, stages: Sequence[str] = STAGES) -> dict[str, Path]:
@@ -54,7 +55,7 @@ def final_suite(profile: str) -> tuple[Any, int | None]:
 def untrained_student(profile: str, run_dir: str | os.PathLike):
     """The stage-1 starting model of this profile, before any training (same seed and size)."""
     from kalm_lib.config import stage_config
-    from kalm_lib.train import build_model
+    from kalm_lib.model import build_model
 
     return build_model(stage_config(profile, "pretrain", run_dir))
 
