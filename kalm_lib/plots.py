@@ -82,8 +82,9 @@ def score_table(scores: pd.DataFrame) -> pd.DataFrame:
     return t.round(4)
 
 
-def plot_mining_scores(reports, title: str = "mined hard negatives against positives"):
-    """Score of each query's positive s(q, p⁺) and of its mined negatives, per dataset (MiningReport list)."""
+def plot_mining_by_dataset(reports, title: str = "mined hard negatives against positives"):
+    """Score of each query's positive s(q, p⁺) and of its mined negatives, one box per dataset (MiningReport list;
+    one dataset in detail: kalm_lib.data.figures.plot_mining_scores)."""
     rows = []
     for r in reports:
         rows += [{"dataset": r.name, "candidate": "positive", "cosine": s} for s in r.pos_scores]
@@ -97,22 +98,8 @@ def plot_mining_scores(reports, title: str = "mined hard negatives against posit
     return fig
 
 
-def teacher_score_frame(written: dict, max_rows: int = 500) -> pd.DataFrame:
-    """Long table (dataset, candidate, score) from the teacher-score JSON Lines files."""
-    from kalm_lib.data import iter_jsonl
-
-    rows = []
-    for name, path in written.items():
-        for n, (_, r) in enumerate(iter_jsonl(path)):
-            if n >= max_rows:
-                break
-            k = len(r["pos"])
-            rows += [{"dataset": name, "candidate": "positive", "score": s} for s in r["teacher_scores"][:k]]
-            rows += [{"dataset": name, "candidate": "negative", "score": s} for s in r["teacher_scores"][k:]]
-    return pd.DataFrame(rows)
-
-
 def plot_teacher_scores(frame: pd.DataFrame, title: str = "teacher cosine scores of positives and negatives"):
+    """``frame``: kalm_lib.data.teacher.teacher_score_frame."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.boxplot(data=frame, x="dataset", y="score", hue="candidate", ax=ax, fliersize=1)

@@ -19,7 +19,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 
 from kalm_lib.atomic import atomic_write_json
 from kalm_lib.progress import bar_disabled
@@ -136,3 +135,20 @@ def score_datasets(names: list[str], teacher, out_dir: str | os.PathLike, cache_
         log.info("%s: teacher scores for %d examples (%s negatives) -> %s", entry.name, len(scored), origin,
                  written[entry.name])
     return written
+
+
+def teacher_score_frame(written: dict, max_rows: int = 500):
+    """Long table (dataset, candidate, score) from the teacher-score JSON Lines files."""
+    import pandas as pd
+
+    from .jsonl import iter_jsonl
+
+    rows = []
+    for name, path in written.items():
+        for n, (_, r) in enumerate(iter_jsonl(path)):
+            if n >= max_rows:
+                break
+            k = len(r["pos"])
+            rows += [{"dataset": name, "candidate": "positive", "score": s} for s in r["teacher_scores"][:k]]
+            rows += [{"dataset": name, "candidate": "negative", "score": s} for s in r["teacher_scores"][k:]]
+    return pd.DataFrame(rows)
