@@ -130,3 +130,57 @@ def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike) -> pd.D
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+# ---------------------------------------------------------------------------- the stage notebooks' cells
+STAGE_TITLES = {"pretrain": "pre-training", "finetune": "fine-tuning", "distill": "distillation"}
+
+
+def notebook_setup(profile: str, stage: str, run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """What every stage notebook does first: our own progress logged at INFO (the libraries' chatter, mteb,
+    sklearn, transformers, kept out of the book), the project folder as the working directory, and the stage's
+    config (``kalm_lib.config.stage_config``)."""
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kalm_lib").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    here = Path.cwd()
+    os.chdir(os.environ.get("KALM_PROJECT_ROOT", here.parent if here.name == "notebooks" else here))
+    return stage_config(profile, stage, run_dir, overrides)
+
+
+def training_set_table(trainer) -> pd.DataFrame:
+    """One line per dataset of the stage's training set (examples, where they came from, what was left out),
+    after a line that gives the number of examples, batches and steps."""
+    print(f"{len(trainer.dataset)} examples, {trainer.steps_per_epoch} batches of {trainer.cfg.optim.batch_size} "
+          f"per epoch, {trainer.total_steps} steps")
+    return trainer.dataset.summary()[["dataset", "examples", "origin", "left_out"]].set_index("dataset")
+
+
+def training_curves(cfg: TrainConfig):
+    """The stage's training curves (``metrics.jsonl``) and its last logged steps."""
+    from IPython.display import display
+
+    from kalm_lib import plots
+    from kalm_lib.train import read_metrics
+
+    metrics = read_metrics(cfg.output_dir)
+    fig = plots.plot_training_curves(metrics, title=f"{STAGE_TITLES[cfg.stage]}: loss, learning rate and "
+                                                    "throughput per step")
+    display(plots.last_steps(metrics))
+    return fig
+
+
+def before_after(before: pd.DataFrame, final, cfg: TrainConfig, profile: str, run_dir: str | os.PathLike):
+    """The quick-suite scores of the stage's final model beside ``before`` (a table and a figure)."""
+    from IPython.display import display
+
+    from kalm_lib import plots
+
+    after = quick_scores({f"after {STAGE_TITLES[cfg.stage]}": final}, profile, run_dir)
+    scores = pd.concat([before, after], ignore_index=True)
+    display(plots.score_table(scores))
+    return plots.plot_before_after(scores, title=f"{STAGE_TITLES[cfg.stage]}: quick-suite scores before and "
+                                                 "after the stage")
