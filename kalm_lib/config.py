@@ -45,6 +45,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    # catalog names (kalm_lib/data/catalog.yaml) or your own datasets declared in the YAML as mappings:
+    #   - {name: my-set, path: my_pairs.jsonl, format: train, task_type: retrieval, instruction: "...", symmetric: false}
+    # (a relative path is read from the YAML file's folder; kalm_lib.data.catalog.entry_from_mapping checks each field)
     datasets: list = field(default_factory=list)
     num_negatives: int = _f(7, lo=0)   # M, hard negatives per query (PAPER.md §3.1)
     max_rows_per_dataset: int | None = _f(None, lo=1)
@@ -55,6 +58,11 @@ class DataConfig:
     query_max_len: int = _f(64, lo=1)
     passage_max_len: int = _f(128, lo=1)
     skip_invalid: bool = True          # malformed records are skipped, counted and logged (file:line:field); False raises
+    decontaminate: bool = True         # drop evaluation test texts from training; False is logged and shown in the book
+    allow_empty: bool = False          # a dataset that yields no example is an error; True: a counted WARNING
+    # task types whose queries see only their own positive and hard negatives (no in-batch negatives): labelled
+    # classification / clustering data, where other queries' texts are often of the same class (PAPER.md §9)
+    own_negatives_only: list = field(default_factory=lambda: ["classification", "clustering"])
 
 
 @dataclass
@@ -225,6 +233,21 @@ def _coerce_objective(obj: dict, where: str) -> dict:
     return out
 
 
+def _datasets(datasets: list, source: str) -> list:
+    """Catalog names stay names; a mapping declares a user's own dataset and becomes a checked CatalogEntry (its
+    relative ``path`` read from the YAML file's folder)."""
+    from kalm_lib.data.catalog import CatalogEntry, entry_from_mapping
+    base = Path(source).parent if Path(source).is_file() else None
+    out = []
+    for i, d in enumerate(datasets):
+        if isinstance(d, dict):
+            d = entry_from_mapping(d, where=f"{source}: data.datasets[{i}]", base_dir=base)
+        elif not isinstance(d, (str, CatalogEntry)):
+            raise ConfigError(f"{source}: field 'data.datasets[{i}]' must be a catalog name or a mapping, got {d!r}")
+        out.append(d)
+    return out
+
+
 def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
     """Validate the keys, types and ranges of every section and build a :class:`TrainConfig`."""
     d = copy.deepcopy(d)
@@ -242,6 +265,7 @@ def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: section 'objective' must be a mapping")
     cfg = _build(TrainConfig, kwargs, source)
     _check_tiny(cfg.model.tiny, source)
+    cfg.data.datasets = _datasets(cfg.data.datasets, source)
     from kalm_lib.losses import ObjectiveConfig
     try:
         cfg.objective = ObjectiveConfig.from_dict(_coerce_objective(objective, source))

@@ -156,7 +156,10 @@ def training_set_table(trainer) -> pd.DataFrame:
     after a line that gives the number of examples, batches and steps."""
     print(f"{len(trainer.dataset)} examples, {trainer.steps_per_epoch} batches of {trainer.cfg.optim.batch_size} "
           f"per epoch, {trainer.total_steps} steps")
-    return trainer.dataset.summary()[["dataset", "examples", "origin", "left_out"]].set_index("dataset")
+    table = trainer.dataset.summary()
+    cols = ["dataset", "examples", "origin", "left_out", "negatives"] + [c for c in ("decontaminated", "empty")
+                                                                          if c in table and not table[c].eq(c == "decontaminated").all()]
+    return table[[c for c in cols if c in table]].set_index("dataset")
 
 
 def training_curves(cfg: TrainConfig):

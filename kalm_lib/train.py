@@ -432,7 +432,8 @@ class StageTrainer:
         return build_training_set(
             list(d.datasets), stage=self.cfg.stage, num_negatives=d.num_negatives,
             max_rows_per_dataset=d.max_rows_per_dataset, seed=self.cfg.seed, mined_dir=d.mined_dir,
-            teacher_scores_path=d.teacher_scores_path, skip_invalid=d.skip_invalid, tokenizer=self.kalm.tokenizer)
+            teacher_scores_path=d.teacher_scores_path, skip_invalid=d.skip_invalid, tokenizer=self.kalm.tokenizer,
+            decontaminate=d.decontaminate, allow_empty=d.allow_empty, own_negatives_only=d.own_negatives_only)
 
     # ------------------------------------------------------------------ checkpoints
     @property

@@ -9,7 +9,9 @@ from kalm_lib.data import CATALOG, LoadReport, decontaminate, load_with_report
 
 
 # training files that are part of an MTEB test split themselves (MTEB's SICK-R test = every SICK pair)
-WHOLLY_EVALUATED = {"en-sickr-train"}
+# training sets that are a scored split (kalm_lib/data/eval_sets.py): SICK-R's test is all SICK pairs; MTEB scores
+# ATEC's and BQ's validation splits as well as their test splits
+WHOLLY_EVALUATED = {"en-sickr-train", "zh-atec-validation", "zh-bq-validation"}
 
 
 def _norm(t):
@@ -35,10 +37,12 @@ def _reference_test_texts(root):
                 if d["_id"] in dids:
                     texts |= {d["text"], (d["title"] + " " + d["text"]).strip()}
             continue
-        split = folder / "test.jsonl"
-        if not split.is_file():
-            split = folder / "validation.jsonl"  # AFQMC, OCNLI: C-MTEB scores the validation split
-        splits = [split] + ([folder / "train.jsonl"] if folder.name == "sts-sickr" else [])  # MTEB's SICK-R test
+        # C-MTEB scores validation and test where both exist (ATEC, BQ, STSB), validation alone for AFQMC, OCNLI;
+        # a copy without test or validation scores nothing we forbid. LCQMC / PAWSX score test only.
+        splits = [folder / "test.jsonl"] if (folder / "test.jsonl").is_file() else []
+        if (folder / "validation.jsonl").is_file() and folder.name not in ("sts-lcqmc", "sts-pawsx"):
+            splits.append(folder / "validation.jsonl")
+        splits += [folder / "train.jsonl"] if folder.name == "sts-sickr" else []  # MTEB's SICK-R test
         for line in (line for s in splits for line in s.open(encoding="utf-8")):
             r = json.loads(line)
             texts |= {r[k] for k in ("sentence1", "sentence2", "text", "query") if k in r}

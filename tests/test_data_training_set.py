@@ -24,7 +24,9 @@ def test_finetune_items(data_dir, caplog):
     assert ds.origins["zh-tnews-train"] == "source" and ds.origins["en-scifact"] == "source+random-negatives"
     for i in range(len(ds)):
         it = ds[i]
-        assert set(it) == {"query", "pos", "neg", "task", "teacher_scores"}
+        assert set(it) == {"query", "pos", "neg", "task", "teacher_scores", "own_negatives_only"}
+        # labelled classification data (TNEWS) without in-batch negatives, retrieval (SciFact) with them
+        assert it["own_negatives_only"] is (it["task"] == "zh-tnews-train")
         assert len(it["neg"]) == 7 and it["teacher_scores"] is None and it["task"] == ds.tasks[i]
         ex = ds.examples[i]
         assert it["pos"] in ex["pos"] and set(it["neg"]) <= set(ex["neg"]) and it["pos"] not in it["neg"]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from kalm_lib.config import STAGES  # the one owner of the stage names
+
 from .errors import EntryError
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
-STAGES = ("pretrain", "finetune", "distill")
 FORMATS = ("train", "sts", "pair", "cls", "hub")
 TASK_TYPES = ("retrieval", "reranking", "sts", "pair_classification", "nli", "classification",
               "clustering", "title_body", "bitext", "qa", "web")

@@ -1,9 +1,10 @@
 """Decontamination: no text of an evaluation test split may enter training.
 
-The forbidden set holds every text of every evaluated split under ``en/`` and ``zh/``: ``test.jsonl``
-(or ``validation.jsonl`` where that is the split C-MTEB scores, e.g. AFQMC, OCNLI), and for BEIR retrieval
-folders the test queries plus the corpus documents named in ``qrels/test.tsv``; plus the files that MTEB's
-copy of a test split adds (:data:`EXTRA_EVALUATED`: SICK-R's test is every SICK pair, train included).
+The forbidden set holds every text of every scored split under ``en/`` and ``zh/``, read from the one
+declaration of what is evaluated, kalm_lib/data/eval_sets.py (SICK-R's scored test is its test and train
+files; ATEC's, BQ's and STSB's both validation and test); for BEIR retrieval folders the test queries plus the
+corpus documents named in ``qrels/test.tsv``. A folder the registry does not declare (a user's own) is not
+evaluated, but its ``test.jsonl`` (else ``validation.jsonl``, else ``qrels/test.tsv``) is still forbidden.
 Texts are compared after NFKC + casefold + whitespace folding, so trivial variants of a test sentence
 count as the same text.
 
@@ -20,17 +21,13 @@ from pathlib import Path
 
 from .catalog import resolve_data_dir
 from .errors import DataFileError, LoadReport, RecordError, log
+from .eval_sets import scored_files
 from .jsonl import iter_jsonl, iter_tsv
 
 EVAL_LANGS = ("en", "zh")
 TEXT_FIELDS = ("sentence1", "sentence2", "text", "query")
 LIST_FIELDS = ("positive", "negative")
 QRELS_HEADER = ("query-id", "corpus-id", "score")
-# Files that MTEB's copy of an evaluated split adds to the folder's own test file (the local task spec
-# says the same: kalm_lib/evaluation/local_tasks.py; tests/test_robust_data.py checks that they agree).
-EXTRA_EVALUATED: dict[str, tuple[str, ...]] = {
-    "en/sts-sickr": ("train.jsonl",),  # MTEB's SICK-R 'test' = all 9,927 SICK pairs = local test + train/trial
-}
 OFF_HINT = (" (decontamination reads every evaluation file: fix or remove it, or turn decontamination off "
             "explicitly with decontaminate=False)")
 
@@ -42,8 +39,8 @@ def normalize_text(text: str) -> str:
 
 
 def evaluated_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The evaluated split of every evaluation folder (test.jsonl, else validation.jsonl; BEIR: qrels/test.tsv),
-    plus :data:`EXTRA_EVALUATED`. A missing ``en/`` or ``zh/``, or a folder without an evaluated split,
+    """The scored files of every evaluation folder (eval_sets.scored_files; an undeclared folder: test.jsonl, else
+    validation.jsonl; BEIR: qrels/test.tsv). A missing ``en/`` or ``zh/``, a folder without its scored split,
     is a :class:`DataFileError`; a language folder with no evaluation set at all is a WARNING."""
     root = resolve_data_dir(data_dir)
     out = []
@@ -55,7 +52,13 @@ def evaluated_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
         if not folders:
             log.warning("%s: no evaluation sets, so no %s test text is removed from training", root / lang, lang)
         for folder in folders:
-            if (folder / "qrels" / "test.tsv").is_file():
+            declared = scored_files(f"{lang}/{folder.name}")
+            if declared is not None:
+                for f in declared:
+                    if not (folder / f).is_file():
+                        raise DataFileError(folder / f, "scored split missing (declared in kalm_lib/data/eval_sets.py)")
+                    out.append(folder / f)
+            elif (folder / "qrels" / "test.tsv").is_file():
                 out.append(folder / "qrels" / "test.tsv")
             elif (folder / "test.jsonl").is_file():
                 out.append(folder / "test.jsonl")
@@ -64,7 +67,6 @@ def evaluated_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
             else:
                 raise DataFileError(folder, "evaluation folder without an evaluated split "
                                             "(test.jsonl, validation.jsonl or qrels/test.tsv)")
-            out += [folder / f for f in EXTRA_EVALUATED.get(f"{lang}/{folder.name}", ()) if (folder / f).is_file()]
     if not out:
         raise DataFileError(root, "no evaluation set under en/ or zh/")
     return out

@@ -23,7 +23,7 @@ Each item draws one positive and M negatives from the example's lists with an RN
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from .errors import DataError, DataFileError, EmptyDatasetError, EntryError, Loa
 from .instructions import format_query
 from .loader import load_with_report
 
+OWN_NEGATIVES_ONLY = ("classification", "clustering")  # task types without in-batch negatives
 RANDOM_NEG_POOL = 2  # random fallback keeps RANDOM_NEG_POOL * M candidates so epochs can differ
 
 
@@ -159,6 +160,7 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
         self.origins: dict[str, str] = {}
         self.decontaminated: bool = True       # False: built with decontaminate=False
         self.empty_datasets: list[str] = []    # datasets that contributed nothing (allowed by allow_empty)
+        self.own_only: dict[str, bool] = {}    # task -> its queries see only their own candidates (labelled data)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -180,7 +182,8 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
         if ts is not None:
             ts = [float(ts[pi])] + [float(ts[len(e["pos"]) + j]) for j in ni]
         return {"query": e["query"], "pos": e["pos"][pi], "neg": [e["neg"][j] for j in ni],
-                "task": self.tasks[i], "teacher_scores": ts}
+                "task": self.tasks[i], "teacher_scores": ts,
+                "own_negatives_only": self.own_only.get(self.tasks[i], False)}
 
     def summary(self):
         """Per-task table: examples, origin of negatives, what the loader left out."""
@@ -193,7 +196,8 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
                          "read": rep.read, "malformed_skipped": rep.invalid,
                          "left_out": int(sum(rep.dropped.values())), "not_sampled": rep.subsampled,
                          "random_neg_examples": rep.random_negatives, "empty": rep.empty,
-                         "decontaminated": rep.decontaminated})
+                         "decontaminated": rep.decontaminated,
+                         "negatives": "own only" if self.own_only.get(t) else "in-batch + hard"})
         return pd.DataFrame(rows)
 
 
@@ -203,7 +207,8 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
                        teacher_scores_path: str | os.PathLike | None = None, skip_invalid: bool = True,
                        use_instructions: bool = True, tokenizer=None,
                        require_teacher_scores: bool = True, decontaminate: bool = True,
-                       allow_empty: bool = False) -> KaLMTrainingDataset:
+                       allow_empty: bool = False,
+                       own_negatives_only: Sequence[str] = OWN_NEGATIVES_ONLY) -> KaLMTrainingDataset:
     """Concatenate the named datasets for ``stage`` (see module doc) into one map-style dataset.
 
     ``names``: catalog names, :class:`CatalogEntry` objects, or mappings declaring a user's own dataset
@@ -213,7 +218,10 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
     queries); each skipped one is counted and logged with its file:line:field. ``tokenizer`` (optional,
     e.g. the Qwen2 tokenizer) makes ``.lengths`` token counts instead of character counts.
     ``decontaminate=False`` keeps evaluation test texts (WARNING; ``ds.decontaminated`` is False).
-    ``allow_empty=True`` lets a dataset that yields no example through (WARNING; ``ds.empty_datasets``)."""
+    ``allow_empty=True`` lets a dataset that yields no example through (WARNING; ``ds.empty_datasets``).
+    ``own_negatives_only``: task types (catalog ``task_type``) whose queries see only their own positive and hard
+    negatives in Z_i, no in-batch negatives (default: classification and clustering, labelled data, where another
+    query's texts are often of the same class: false negatives; kalm_lib/losses/infonce.py, ``own_only``)."""
     from .catalog import entry_from_mapping
 
     if stage not in STAGES:
@@ -261,6 +269,7 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
     ds = KaLMTrainingDataset(examples, tasks, symmetric, num_negatives, stage, seed, lengths)
     ds.reports, ds.origins = reports, origins
     ds.decontaminated, ds.empty_datasets = decontaminate, empty
+    ds.own_only = {e.name: e.task_type in set(own_negatives_only) for e in entries}
     contributed = len(reports) - len(empty)
     log.info("%s training set: %d examples from %d datasets%s%s", stage, len(ds), contributed,
              f" ({len(empty)} empty, left out: {', '.join(empty)})" if empty else "",
