@@ -276,17 +276,25 @@ def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
 
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
-    for k in keys[:-1]:
+    if not all(keys):
+        raise ConfigError(f"override key {dotted!r}: empty part (keys look like optim.lr)")
+    for depth, k in enumerate(keys[:-1]):
         d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override key {dotted!r}: {'.'.join(keys[:depth + 1])} holds {d!r}, not a section")
     d[keys[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=1e-4"`` → ``("optim.lr", 0.0001)``; the value is parsed as YAML."""
+    """``"optim.lr=1e-4"`` → ``("optim.lr", "1e-4")``; the value is parsed as YAML (numbers are checked, and
+    ``1e-4`` read as one, when the config is built)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key.sub=value")
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _substitute(obj, mapping: dict):
