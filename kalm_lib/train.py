@@ -456,9 +456,9 @@ class StageTrainer:
         """accelerate state (model, optimizer, RNG) plus ``trainer_state.json`` (scheduler, sampler, mixing
         generator, step), written to a temporary folder and renamed: a checkpoint on disk is always whole."""
         acc = self.accelerator
-        final = self.ckpt_dir / f"step_{self.state.step:07d}"
+        folder = self.ckpt_dir / f"step_{self.state.step:07d}"
         tmp = self.ckpt_dir / f".tmp_step_{self.state.step:07d}"
-        self._check_weights_finite(final)
+        self._check_weights_finite(folder)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -469,12 +469,12 @@ class StageTrainer:
             state = {"trainer": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "facts": self._facts()}
             (tmp / "trainer_state.json").write_text(json.dumps(state))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            atomic_write_text(self.ckpt_dir / "latest", final.name + "\n")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            atomic_write_text(self.ckpt_dir / "latest", folder.name + "\n")
             done = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and _CKPT_NAME.fullmatch(p.name))
             for old in done[: max(0, len(done) - self.cfg.keep_checkpoints)]:
-                if old != final:
+                if old != folder:
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
