@@ -133,26 +133,17 @@ def _coerce(value, hint: str, name: str, where: str):
             return None
         raise bad(hint)
     kind = options[0]
-    if kind == "float":
+    if kind in ("float", "int"):
+        expected = "a finite number" if kind == "float" else "an integer"
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad("a finite number")
-        return float(value)
-    if kind == "int":
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad("an integer") from None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
+                raise bad("a number" if kind == "float" else expected) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                kind == "int" and not float(value).is_integer()):
+            raise bad(expected)
+        return float(value) if kind == "float" else int(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise bad("true or false")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kalm_lib.paths import find_data_dir
 from kalm_lib.progress import bar_disabled
 from kalm_lib.prompts import KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401 (re-exported)
 
@@ -45,15 +46,9 @@ ENCODE_WINDOW_BATCHES = 64
 DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "smollm3"}
 
 
-def default_data_dir() -> Path | None:
-    """The local data mirror (``$KALM_DATA_DIR``), or None when it is not set or missing."""
-    d = os.environ.get("KALM_DATA_DIR")
-    return Path(d) if d and Path(d).is_dir() else None
-
-
 def _qwen2_tokenizer_source() -> str:
     """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy."""
-    data = default_data_dir()
+    data = find_data_dir()
     if data is not None and (data / "tokenizers" / "qwen2" / "tokenizer.json").is_file():
         return str(data / "tokenizers" / "qwen2")
     return "Qwen/Qwen2-0.5B"

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from kalm_lib.config import STAGES  # the one owner of the stage names
+from kalm_lib.paths import resolve_data_dir  # noqa: F401 (re-exported: kalm_lib.data.resolve_data_dir)
 
 from .errors import EntryError
 
@@ -60,17 +61,6 @@ class CatalogEntry:
         if os.path.isabs(self.path):  # a user's own dataset outside the data folder
             return Path(self.path)
         return resolve_data_dir(data_dir) / self.path
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` or ``$KALM_DATA_DIR``; a clear error when neither points at a folder."""
-    d = data_dir if data_dir is not None else os.environ.get("KALM_DATA_DIR")
-    if not d:
-        raise FileNotFoundError("no data folder: pass data_dir= or set KALM_DATA_DIR (e.g. /work/shared/data)")
-    p = Path(d)
-    if not p.is_dir():
-        raise FileNotFoundError(f"data folder {p} does not exist (data_dir / KALM_DATA_DIR)")
-    return p
 
 
 FIELDS = ("name", "task_type", "language", "stages", "instruction", "symmetric", "format", "path", "hub",

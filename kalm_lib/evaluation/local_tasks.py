@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from kalm_lib.data.errors import DataError
+from kalm_lib.paths import resolve_data_dir
 
 from kalm_lib.data.eval_sets import LOCAL_TASK_SPECS, LocalTaskSpec  # noqa: F401 (the registry)
 
@@ -83,14 +84,11 @@ SUITES: dict[str, Any] = {"local": LOCAL_SUITE, "local-en": LOCAL_SUITE_EN, "loc
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data mirror: ``path`` or ``$KALM_DATA_DIR``."""
-    d = path or os.environ.get("KALM_DATA_DIR")
-    if not d:
-        raise LocalDataError("KALM_DATA_DIR is not set: point it at the local data mirror (e.g. ../shared/data)")
-    d = Path(d)
-    if not d.is_dir():
-        raise LocalDataError(f"KALM_DATA_DIR={d} is not a directory")
-    return d
+    """The data mirror: ``path`` or ``$KALM_DATA_DIR`` (kalm_lib.paths), a LocalDataError when there is none."""
+    try:
+        return resolve_data_dir(path or None)
+    except FileNotFoundError as err:
+        raise LocalDataError(str(err)) from None
 
 
 # ---------------------------------------------------------------------- file readers (clear errors)
