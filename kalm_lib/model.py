@@ -19,12 +19,12 @@ The mask switch follows Tevatron's small explicit approach rather than a model s
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,8 @@ from kalm_lib.prompts import KALM_QUERY_TEMPLATE, format_pair, format_query  # n
 
 if TYPE_CHECKING:
     from kalm_lib.config import TrainConfig
+
+log = logging.getLogger("kalm_lib.model")
 
 ENCODE_WINDOW_BATCHES = 64
 """``encode`` tokenises and sorts this many batches at a time (bounded memory on large corpora)."""
@@ -273,17 +275,21 @@ class KaLMEmbedder(nn.Module):
         return out[0] if single else out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         """Write a sentence-transformers folder (Transformer → mean Pooling → Normalize), atomically.
 
         ``config.json`` keeps ``is_causal`` so both ``KaLMEmbedder.load`` and plain
-        ``SentenceTransformer(path)`` rebuild a bidirectional model.
+        ``SentenceTransformer(path)`` rebuild a bidirectional model. The weights keep their dtype (fp32 between
+        stages); ``dtype=torch.bfloat16`` is the explicit release export (a cast copy; this model is untouched).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
             backbone = _plain_copy_if_quantized(self.backbone)
+            if dtype is not None and any(p.dtype != dtype for p in backbone.parameters() if p.is_floating_point()):
+                import copy
+                backbone = copy.deepcopy(backbone).to(dtype)
             backbone.config.is_causal = self.causal
             backbone.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
@@ -406,4 +412,13 @@ def build_model(cfg: "TrainConfig") -> KaLMEmbedder:
         model.backbone.config.num_hidden_layers = m.num_layers
         if hasattr(model.backbone.config, "layer_types") and model.backbone.config.layer_types:
             model.backbone.config.layer_types = model.backbone.config.layer_types[: m.num_layers]
+    stored = {p.dtype for p in model.backbone.parameters() if p.is_floating_point()}
+    if stored - {torch.float32}:
+        # Qwen2-0.5B is stored in bf16 on the Hub and transformers keeps a checkpoint's dtype: AdamW on bf16
+        # weights rounds small updates away (one step at lr 1e-5 moved 15.5% of the decoder's weights). Training
+        # keeps fp32 master weights (bf16 autocast does the compute on a GPU), and so does every stage's output;
+        # casting to bf16 is the explicit export step (KaLMEmbedder.save(..., dtype=torch.bfloat16)).
+        log.info("%s is stored in %s: training on fp32 master weights", m.init,
+                 ", ".join(sorted(str(d).replace("torch.", "") for d in stored)))
+        model.backbone.float()
     return model

@@ -128,6 +128,10 @@ MUTANTS = [
            "if lo is not None and (value <= lo if meta.get(\"lo_open\") else value < lo) or \\",
            "if False and (value <= lo if meta.get(\"lo_open\") else value < lo) or \\",
            (T + "test_train_robust.py::test_nonsense_config_values_are_refused",), "max_steps=-5 accepted"),
+    # issue 13.1: fp32 master weights
+    Mutant("fp32-master-weights", "13.1", "kalm_lib/model.py", "model.backbone.float()", "pass  # mutant: keeps bf16",
+           (T + "test_precision.py::test_a_bf16_checkpoint_trains_on_fp32_master_weights",),
+           "a bf16 checkpoint trains in bf16: small updates are rounded away"),
 ]
 
 
