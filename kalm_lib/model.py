@@ -18,6 +18,7 @@ The mask switch follows Tevatron's small explicit approach rather than a model s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -263,12 +264,15 @@ class KaLMEmbedder(nn.Module):
         from tqdm.auto import tqdm
         out = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
         device = self.device
+        # on a GPU the matrix products run in bf16 (the weights stay as they are); the output is float32
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
         with tqdm(total=-(-len(texts) // batch_size), desc="encode", disable=bar_disabled(show_progress_bar)) as bar:
             for w in range(0, len(texts), window):
                 idx_w = order[w:w + window]
                 for rows, feats in self.length_sorted_batches([texts[i] for i in idx_w], batch_size, max_length):
                     feats = {k: v.to(device) for k, v in feats.items()}
-                    e = self(**feats).float()
+                    with autocast:
+                        e = self(**feats).float()
                     out[idx_w[rows]] = truncate_and_normalize(e, dim, normalize=normalize).cpu().numpy()
                     bar.update(1)
         self.train(was_training)

