@@ -1,4 +1,5 @@
-"""The book builder (kalm_lib/book.py) on a fake `make reproduce` output folder.
+"""The book builder (kalm_lib/book.py), its results chapter (kalm_lib/evaluation/book_tables.py) and its page
+checker (kalm_lib/book.py) on a fake `make reproduce` output folder.
 
 The fake folder has what reproduce.py writes: notebooks executed by papermill (a small notebook written here,
 with math, a figure with labelled axes and a table), run_info.json and evaluation results in run/eval/. One
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 from kalm_lib import book
+from kalm_lib.evaluation import book_tables
 from kalm_lib.reproduce import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,12 +180,6 @@ def test_prepare_notebook_puts_the_note_under_the_title(tmp_path):
         book.prepare_notebook(tmp_path / "b.ipynb", tmp_path / "out" / "b.ipynb", "THE NOTE")
 
 
-def test_md_table_formats_numbers_and_missing_values():
-    df = pd.DataFrame({"task": ["a|b", "c"], "score": [1.234, float("nan")], "ok": [True, False]})
-    assert book.md_table(df, index=False) == (
-        "| task | score | ok |\n|:---|---:|:---|\n| a\\|b | 1.23 | yes |\n| c | – | no |\n")
-
-
 def test_results_markdown_puts_ours_beside_the_paper(tmp_path):
     build = make_fake_build(tmp_path)
     md = book.results_markdown(build / "run", RUN_INFO)
@@ -218,14 +214,16 @@ def test_results_leave_out_models_the_latest_run_did_not_list(tmp_path):
         old / "results.csv", index=False)
     assert "| distill |" in book.results_markdown(build / "run", RUN_INFO)  # no list: every folder (older runs)
     record_models(final, ["after distillation", "after fine-tuning"])
-    df = book.collect_results(final)
+    df = book_tables.collect_results(final)
     assert list(dict.fromkeys(df["model"])) == ["after distillation", "after fine-tuning"]
     md = book.results_markdown(build / "run", RUN_INFO)
     assert "| distill |" not in md and "| after distillation | English |" in md
     assert (old / "results.csv").is_file()
     (final / "models.json").write_text('{"models": "after distillation"}')
+    with pytest.raises(book_tables.ResultsError, match=r"models\.json: field 'models' must be a list"):
+        book_tables.collect_results(final)
     with pytest.raises(book.BookError, match=r"models\.json: field 'models' must be a list"):
-        book.collect_results(final)
+        book.results_markdown(build / "run", RUN_INFO)     # the book reports it as its own error
 
 
 def test_results_markdown_without_results_is_an_error(tmp_path):
@@ -326,9 +324,3 @@ def test_make_book_target_builds_with_deps():
 def test_nothing_generated_is_tracked():
     out = subprocess.run(["git", "ls-files", "book"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert not [f for f in out if f.startswith(("book/_build", "book/_generated", "book/notebooks"))]
-
-
-def test_models_line_names_the_teacher_of_the_profile():
-    line = book._models_line(["teacher", "untrained", "pretrain", "distill"], RUN_INFO)
-    assert "`minilm`" in line and "*untrained*" in line and "*pretrain*, *distill* the student after" in line
-    assert book._models_line(["after distillation"], RUN_INFO) == ""

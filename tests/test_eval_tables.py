@@ -1,4 +1,5 @@
-"""Aggregation (MTK, MTY, main split, subsets) against hand-computed values and the paper's own averages."""
+"""Aggregation (MTK, MTY, main split, subsets) against hand-computed values and the paper's own averages; the
+results chapter's Markdown tables (evaluation/book_tables.py; the whole chapter is tested in tests/test_book.py)."""
 
 import json
 import math
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 
 from kalm_lib.evaluation.benchmarks import MTEB_CMN_V1, MTEB_ENG_V1, main_split
+from kalm_lib.evaluation.book_tables import _models_line, md_table
 from kalm_lib.evaluation.tables import (
     atomic_write_text,
     compare_with_paper,
@@ -157,3 +159,15 @@ def test_figures_have_labelled_axes(df):
     fig = plot_matryoshka(curve)
     ax = fig.axes[0]
     assert "dimension" in ax.get_xlabel() and "score" in ax.get_ylabel()
+
+
+def test_md_table_formats_numbers_and_missing_values():
+    df = pd.DataFrame({"task": ["a|b", "c"], "score": [1.234, float("nan")], "ok": [True, False]})
+    assert md_table(df, index=False) == (
+        "| task | score | ok |\n|:---|---:|:---|\n| a\\|b | 1.23 | yes |\n| c | – | no |\n")
+
+
+def test_models_line_names_the_teacher_of_the_profile():
+    line = _models_line(["teacher", "untrained", "pretrain", "distill"], {"profile": "ci"})
+    assert "`minilm`" in line and "*untrained*" in line and "*pretrain*, *distill* the student after" in line
+    assert _models_line(["after distillation"], {"profile": "ci"}) == ""
