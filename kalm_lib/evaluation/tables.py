@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from kalm_lib.atomic import atomic_write_text  # noqa: F401 (also re-exported)
 
 PAPER_RESULTS_CSV = Path(__file__).with_name("paper_results.csv")
 
@@ -27,21 +27,6 @@ PAPER_RESULTS_CSV = Path(__file__).with_name("paper_results.csv")
 def slug(name: str) -> str:
     """A file-name-safe model/task name ("org/name" → "org__name")."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).strip("_") or "model"
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
