@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from kalm_lib.recipe import STAGES  # noqa: F401 (re-exported)
+
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
-STAGES = ("pretrain", "finetune", "distill")
 
 
 def _f(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kalm_lib.config import STAGES  # the one owner of the stage names
+from kalm_lib.recipe import STAGES  # the one owner of the stage names
 from kalm_lib.paths import resolve_data_dir  # noqa: F401 (re-exported: kalm_lib.data.resolve_data_dir)
 
 from .errors import EntryError

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from kalm_lib.config import STAGES
+from kalm_lib.recipe import STAGES
 
 from .runner import evaluate_model
 
