@@ -21,18 +21,24 @@ FULL = dict(tau=0.2, expanded_negatives=True, gamma=1.5, mix_pairwise=2, mix_lis
             matryoshka_weights=(1.0, 0.3, 0.2))
 
 
-def test_full_objective_matches_naive_composition():
-    q, p, n = R.raw(B, D, seed=1), R.raw(B, D, seed=2), R.raw(B, M, D, seed=3)
-    t = torch.rand(B, 1 + M, generator=gen(4), dtype=R.DT)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
-    j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(5), dtype=R.DT)
-    obj = KaLMObjective(ObjectiveConfig(**FULL))
-    R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(5))["loss"],
-                                 lambda q, p, n: R.naive_objective(q, p, n, t, mask, j, k, lam, FULL)[0], [q, p, n])
-    out = obj(q, p, n, t, mask, generator=gen(5))
-    _, cl, kd = R.naive_objective(q, p, n, t, mask, j, k, lam, FULL)
+def _objective_against_naive(c, seed, mask):
+    """KaLMObjective(c) against the naive composition: loss value and gradient, and the logged (unweighted) terms."""
+    q, p, n = R.raw(B, D, seed=seed), R.raw(B, D, seed=seed + 1), R.raw(B, M, D, seed=seed + 2)
+    t = torch.rand(B, 1 + M, generator=gen(seed + 3), dtype=R.DT)
+    j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(seed + 4), dtype=R.DT)
+    obj = KaLMObjective(ObjectiveConfig(**c))
+    R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(seed + 4))["loss"],
+                                 lambda q, p, n: R.naive_objective(q, p, n, t, mask, j, k, lam, c)[0], [q, p, n])
+    out = obj(q, p, n, t, mask, generator=gen(seed + 4))
+    _, cl, kd = R.naive_objective(q, p, n, t, mask, j, k, lam, c)
     torch.testing.assert_close(out["contrastive"], cl.detach())
     torch.testing.assert_close(out["distill"], kd.detach())
+    return out, cl.detach(), kd.detach()
+
+
+def test_full_objective_matches_naive_composition():
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    out, _, _ = _objective_against_naive(FULL, 1, mask)
     assert int(out["n_mixed"]) == 3
     assert not out["contrastive"].requires_grad and out["loss"].requires_grad
 
@@ -42,18 +48,9 @@ def test_loss_weights_alpha_cl_and_alpha_kd_are_both_applied(alpha_cl, alpha_kd)
     """L = α_cl · Σ_d w_d focal + α_kd · Σ_d w_d KL with neither weight 1 (every profile uses 1:1, which would hide a
     dropped α_cl); the logged terms stay unweighted by α."""
     c = {**FULL, "contrastive_weight": alpha_cl, "distill_weight": alpha_kd}
-    q, p, n = R.raw(B, D, seed=31), R.raw(B, D, seed=32), R.raw(B, M, D, seed=33)
-    t = torch.rand(B, 1 + M, generator=gen(34), dtype=R.DT)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]], dtype=torch.bool)
-    j, k, lam = sample_pairwise_mix(B, M, 2, alpha=2.0, generator=gen(35), dtype=R.DT)
-    obj = KaLMObjective(ObjectiveConfig(**c))
-    R.assert_same_value_and_grad(lambda q, p, n: obj(q, p, n, t, mask, generator=gen(35))["loss"],
-                                 lambda q, p, n: R.naive_objective(q, p, n, t, mask, j, k, lam, c)[0], [q, p, n])
-    out = obj(q, p, n, t, mask, generator=gen(35))
-    _, cl, kd = R.naive_objective(q, p, n, t, mask, j, k, lam, c)
-    torch.testing.assert_close(out["contrastive"], cl.detach())
-    torch.testing.assert_close(out["distill"], kd.detach())
-    torch.testing.assert_close(out["loss"].detach(), alpha_cl * cl.detach() + alpha_kd * kd.detach())
+    out, cl, kd = _objective_against_naive(c, 31, mask)
+    torch.testing.assert_close(out["loss"].detach(), alpha_cl * cl + alpha_kd * kd)
 
 
 def test_distillation_temperature_default_is_the_papers_005():
