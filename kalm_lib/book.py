@@ -14,9 +14,9 @@ book, without executing anything:
 4. copies MathJax 3 (npm ``mathjax@3``, installed by ``make book-deps`` under ``build/_deps/``) into the
    book, so equations render with no network;
 5. runs ``jupyter-book build -W -n --keep-going`` (Jupyter Book 1.x, execution off): any warning fails;
-6. if a Chromium is installed, ``check_book`` (kalm_lib/book_check.py) opens every page through the Chrome DevTools protocol, checks
-   links, images, figures, rendered math and cell errors, and saves a full-page screenshot of each page in
-   ``<build_dir>/book/screenshots/``.
+6. if a Chromium is installed, ``check_book`` (kalm_lib/book_check.py) opens every page through the Chrome
+   DevTools protocol, checks links, images, figures, rendered math and cell errors, and saves a full-page
+   screenshot of each page in ``<build_dir>/book/screenshots/``.
 
 Returns the path of the built ``index.html``.
 """

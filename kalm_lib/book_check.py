@@ -3,11 +3,13 @@ protocol (broken links, missing images, notebook chapters without a figure, unre
 placeholder text are problems; shrunk figures and cut-off tables are warnings; a full-page screenshot of each
 page), plus a static check that needs no browser. kalm_lib/book.py builds the book and calls it.
 
-Why our own small DevTools client (``_CDP``, a websocket over the standard library) and not Playwright:
-Playwright drives its own downloaded browser builds (``playwright install``, a network download that these
+Why our own small DevTools client (``_CDP``, on tornado's websocket, which ipykernel already installs) and not
+Playwright: Playwright drives its own downloaded browser builds (``playwright install``, a network download that these
 machines and air-gapped clusters cannot do); with a system Chromium it needs a matching channel, and it adds
 a large dependency for the five DevTools calls used here (navigate, evaluate, screenshot, metrics, network
-events). The client is tested by tests/test_book_browser.py whenever a Chromium is present.
+events). Nor websocket-client: it is not installed, and it would replace only the websocket, not the
+protocol code (ids, sessions, events) that makes up most of ``_CDP``. The client is tested by
+tests/test_book.py and tests/test_book_browser.py whenever a Chromium is present.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The book builder (kalm_lib/book.py), its results chapter (kalm_lib/evaluation/book_tables.py) and its page
-checker (kalm_lib/book.py) on a fake `make reproduce` output folder.
+checker (kalm_lib/book_check.py) on a fake `make reproduce` output folder.
 
 The fake folder has what reproduce.py writes: notebooks executed by papermill (a small notebook written here,
 with math, a figure with labelled axes and a table), run_info.json and evaluation results in run/eval/. One
