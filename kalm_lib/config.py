@@ -167,7 +167,7 @@ def _coerce(value, hint: str, name: str, where: str):
 def check_fields(obj, source: str, prefix: str = ""):
     """Type-check and range-check every field of a config dataclass in place (see :func:`_f`); errors name
     ``source`` (the YAML file) and the dotted field."""
-    where = source
+    where = source  # every message starts with the file the config came from
     for f in dataclasses.fields(obj):
         name = prefix + f.name
         value = getattr(obj, f.name)
@@ -354,9 +354,9 @@ def _read_yaml(path: Path) -> dict:
 
 
 def merge(parent: dict, child: dict) -> dict:
-    """THE merge rule, for ``extends`` and for overrides alike: a child's section (a mapping such as
-    ``optim:``) replaces only the keys it names and keeps the parent's others; every other value, lists
-    and ``model.tiny`` included, replaces the parent's whole."""
+    """THE merge rule of ``extends`` (profiles and stage files): a child's section (a mapping such as ``optim:``)
+    replaces only the keys it names and keeps the parent's others; every other value, lists and ``model.tiny``
+    included, replaces the parent's whole. An override (``optim.lr=1e-4``) replaces the one value it names."""
     out = dict(parent)
     for k, v in child.items():
         out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) and \

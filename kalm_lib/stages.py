@@ -145,6 +145,8 @@ def notebook_setup(profile: str, stage: str, run_dir: str | os.PathLike, overrid
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kalm_lib").setLevel(logging.INFO)
+    # mteb, sklearn and transformers emit UserWarning/FutureWarning chatter on every call; in the book it buries
+    # the outputs. Our own problems are logged (kalm_lib loggers at INFO), not raised as warnings.
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     here = Path.cwd()
@@ -158,9 +160,12 @@ def training_set_table(trainer) -> pd.DataFrame:
     print(f"{len(trainer.dataset)} examples, {trainer.steps_per_epoch} batches of {trainer.cfg.optim.batch_size} "
           f"per epoch, {trainer.total_steps} steps")
     table = trainer.dataset.summary()
-    cols = ["dataset", "examples", "origin", "left_out", "negatives"] + [c for c in ("decontaminated", "empty")
-                                                                          if c in table and not table[c].eq(c == "decontaminated").all()]
-    return table[[c for c in cols if c in table]].set_index("dataset")
+    cols = ["dataset", "examples", "origin", "left_out", "negatives"]
+    if not table["decontaminated"].all():  # shown only when something is off or empty, so the reader sees it
+        cols.append("decontaminated")
+    if table["empty"].any():
+        cols.append("empty")
+    return table[cols].set_index("dataset")
 
 
 def training_curves(cfg: TrainConfig):

@@ -545,8 +545,9 @@ class StageTrainer:
 
     def _clean_stale(self):
         """Temporary folders and files left by a run killed while saving (never read, only in the way)."""
-        stale = list(self.out.glob(".final.tmp-*")) + list(self.out.glob(".final.old-*")) + \
-            list(self.ckpt_dir.glob(".tmp_step_*")) + list(self.out.glob(".*.tmp"))
+        # (``.final.old``, the previous final/ while a save swaps folders, is left alone: it may be the only copy)
+        stale = list(self.out.glob(".final.tmp-*")) + list(self.ckpt_dir.glob(".tmp_step_*")) + \
+            list(self.out.glob(".*.tmp"))
         for p in stale:
             log.info("removing a temporary leftover of an interrupted save: %s", p)
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
