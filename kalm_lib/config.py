@@ -64,6 +64,9 @@ class DataConfig:
     # task types whose queries see only their own positive and hard negatives (no in-batch negatives): labelled
     # classification / clustering data, where other queries' texts are often of the same class (PAPER.md §9)
     own_negatives_only: list = field(default_factory=lambda: ["classification", "clustering"])
+    # Hub datasets with one task per subset (kalm_lib/data/hub.py): subset i is drawn with p_i ∝ n_i^(1/T), n_i its rows;
+    # T = 1 proportional to size, larger flattens towards uniform; a row cap is split by the same p_i (every subset kept)
+    subset_temperature: float = _f(1.0, lo=0.0, lo_open=True)
 
 
 @dataclass

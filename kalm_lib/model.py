@@ -406,8 +406,10 @@ def build_model(cfg: "TrainConfig") -> KaLMEmbedder:
         model = KaLMEmbedder.from_pretrained(smollm2_gguf_path(), causal=m.causal, max_length=max_len, **kw)
     elif Path(m.init).is_dir() and (Path(m.init) / "modules.json").is_file():
         model = KaLMEmbedder.load(m.init, causal=m.causal, max_length=max_len, **kw)
-    else:
-        model = KaLMEmbedder.from_pretrained(m.init, causal=m.causal, max_length=max_len, **kw)
+    else:  # a Hub id is read from $KALM_HUB_DIR/<owner>/<name> when that is set (kalm_lib.paths.hub_path)
+        from kalm_lib.paths import hub_path
+
+        model = KaLMEmbedder.from_pretrained(hub_path(m.init, "model"), causal=m.causal, max_length=max_len, **kw)
     if m.num_layers is not None:
         layers = model.backbone.layers
         if not 0 < m.num_layers <= len(layers):

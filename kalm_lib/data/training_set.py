@@ -183,7 +183,8 @@ class KaLMTrainingDataset(torch.utils.data.Dataset):
             ts = [float(ts[pi])] + [float(ts[len(e["pos"]) + j]) for j in ni]
         return {"query": e["query"], "pos": e["pos"][pi], "neg": [e["neg"][j] for j in ni],
                 "task": self.tasks[i], "teacher_scores": ts,
-                "own_negatives_only": self.own_only.get(self.tasks[i], False)}
+                "own_negatives_only": self.own_only.get(self.tasks[i], False),
+                "instruction": e.get("instruction"), "symmetric": self.symmetric.get(self.tasks[i])}
 
     def summary(self):
         """Per-task table: examples, origin of negatives, what the loader left out."""
@@ -208,7 +209,8 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
                        use_instructions: bool = True, tokenizer=None,
                        require_teacher_scores: bool = True, decontaminate: bool = True,
                        allow_empty: bool = False,
-                       own_negatives_only: Sequence[str] = OWN_NEGATIVES_ONLY) -> KaLMTrainingDataset:
+                       own_negatives_only: Sequence[str] = OWN_NEGATIVES_ONLY,
+                       subset_temperature: float = 1.0) -> KaLMTrainingDataset:
     """Concatenate the named datasets for ``stage`` (see module doc) into one map-style dataset.
 
     ``names``: catalog names, :class:`CatalogEntry` objects, or mappings declaring a user's own dataset
@@ -221,7 +223,10 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
     ``allow_empty=True`` lets a dataset that yields no example through (WARNING; ``ds.empty_datasets``).
     ``own_negatives_only``: task types (catalog ``task_type``) whose queries see only their own positive and hard
     negatives in Z_i, no in-batch negatives (default: classification and clustering, labelled data, where another
-    query's texts are often of the same class: false negatives; kalm_lib/losses/infonce.py, ``own_only``)."""
+    query's texts are often of the same class: false negatives; kalm_lib/losses/infonce.py, ``own_only``).
+    A Hub entry with one task per subset (``hub.data_dir: "*"``) is expanded into its subsets, each its own task;
+    ``max_rows_per_dataset`` is then the entry's total, split over its subsets with p_i ∝ n_i^(1/T),
+    T = ``subset_temperature`` (:func:`kalm_lib.data.hub.expand_datasets`), so every subset keeps rows."""
     from .catalog import entry_from_mapping
 
     if stage not in STAGES:
@@ -230,19 +235,23 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
         raise ValueError("no dataset names given")
     if isinstance(names, (str, Mapping, CatalogEntry)):
         raise TypeError(f"names must be a list of datasets, got a single {type(names).__name__}")
-    entries = []
+    from .hub import expand_datasets
+
+    entries, caps = [], {}
     for i, name in enumerate(names):
         entry = entry_from_mapping(name, where=f"datasets[{i}]") if isinstance(name, Mapping) else get_entry(name)
-        if entry.name in {e.name for e in entries}:
-            raise EntryError(f"datasets[{i}]", "name", f"dataset {entry.name!r} is listed twice")
-        entries.append(entry)
+        for sub, cap in expand_datasets([entry], max_rows_per_dataset, subset_temperature):
+            if sub.name in caps:
+                raise EntryError(f"datasets[{i}]", "name", f"dataset {sub.name!r} is listed twice")
+            entries.append(sub)
+            caps[sub.name] = cap
     if not decontaminate:
         log.warning("%s training set: decontamination is OFF (decontaminate=False): evaluation test texts are "
                     "NOT removed from training, so scores on those tasks may be inflated", stage)
     examples, tasks, symmetric = [], [], {}
     reports, origins = {}, {}
     for entry in entries:
-        records, report, origin = stage_records(entry, stage, data_dir, num_negatives, max_rows_per_dataset, seed,
+        records, report, origin = stage_records(entry, stage, data_dir, num_negatives, caps[entry.name], seed,
                                                 mined_dir, teacher_scores_path, skip_invalid, require_teacher_scores,
                                                 decontaminate=decontaminate, allow_empty=allow_empty)
         report.log()
@@ -253,6 +262,8 @@ def build_training_set(names: list[str | CatalogEntry | dict], stage: str, data_
             fmt_p = (lambda t, _i=instr: format_query(t, _i)) if entry.symmetric else (lambda t: t)
             ex = {"query": format_query(r["query"], instr), "pos": [fmt_p(p) for p in r["pos"]],
                   "neg": [fmt_p(n) for n in r["neg"]]}
+            if instr:
+                ex["instruction"] = instr  # shown in examples.jsonl (kalm_lib/data/examples.py)
             if "teacher_scores" in r:
                 ex["teacher_scores"] = r["teacher_scores"]
             examples.append(ex)
