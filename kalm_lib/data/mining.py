@@ -32,12 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from kalm_lib.distributed import gather_objects, on_main, rank_world
+
 from .catalog import CatalogEntry, get_entry
-from .encoders import as_encode_fn
+from .encoders import as_encode_fn, sharded_encode
 from .errors import log
 from .instructions import format_query
 from .jsonl import write_jsonl
 from .search import count_above, exact_topk
+
+QUERY_BLOCK = 1024   # queries per search block, the unit of work shared among the processes of a launch
 
 
 @dataclass
@@ -82,6 +86,16 @@ def scaled_ranges(n_candidates: int, sample_range: tuple[int, int] = (50, 100), 
     return (a2, b2), max(1, int(round(filter_topk * f)))
 
 
+def warn_if_instructed(records: list[dict], name: str) -> int:
+    """Log how many queries already start with an instruction (``"Instruct:"``): formatting them again would give
+    them two; the loader should have moved it into the record's ``"instruction"``. Returns that count."""
+    n = sum(r["query"].lstrip().startswith("Instruct:") for r in records)
+    if n:
+        log.warning("%s: %d of %d queries already start with 'Instruct:'; they get a second instruction "
+                    "(parse it into the record's \"instruction\" when loading)", name, n, len(records))
+    return n
+
+
 def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | None = None, num_negatives: int = 7,
                         sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 50,
                         instruction: str | None = None, symmetric: bool = False, seed: int = 0,
@@ -91,11 +105,21 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
                         show_progress_bar: bool = False) -> tuple[list[dict], MiningReport]:
     """Mine M negatives per record and apply the ranking-consistency filter (``filter_topk=None``: off).
 
-    ``records``: ``{"query", "pos", "neg"?}``. Candidates: every pos/neg text of ``records`` plus
-    ``corpus``. Returns the kept records ``{"query", "pos", "neg", "pos_scores", "neg_scores",
-    "pos_rank"}`` and a :class:`MiningReport`; writes them as JSON Lines to ``output_path`` if given."""
+    ``records``: ``{"query", "pos", "neg"?, "instruction"?}``. A query is encoded with its record's own
+    ``instruction`` (a Hub row's, parsed out of its query by the loader) or else ``instruction`` (the dataset's):
+    one instruction per query, never two. Symmetric tasks' candidates carry ``instruction``. Candidates: every
+    pos/neg text of ``records`` plus ``corpus``. Returns the kept records ``{"query", "pos", "neg",
+    "pos_scores", "neg_scores", "pos_rank"}`` (plus the input's ``"instruction"`` and ``"label"`` when it has
+    them) and a :class:`MiningReport`; writes them as JSON Lines to ``output_path`` if given.
+
+    Under a launch of W processes (:mod:`kalm_lib.distributed`) every process must be given the same records and
+    corpus: each encodes every W-th text (:func:`~kalm_lib.data.encoders.sharded_encode`) and searches every W-th
+    block of queries against the whole candidate matrix, the per-query results are gathered, and every process
+    returns the same records and report; only the main process writes ``output_path``. Memory per process: the
+    full (N + Q, d) float32 matrices (N × d × 4 bytes: 1M candidates × 896 = 3.6 GB) and all Q mined records."""
     t0 = time.time()
-    enc = encode_fn or as_encode_fn(embedder, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    enc = sharded_encode(encode_fn) if encode_fn is not None else as_encode_fn(
+        embedder, batch_size=batch_size, show_progress_bar=show_progress_bar)
     cand: dict[str, int] = {}
     for r in records:
         for t in (*r["pos"], *r.get("neg", [])):
@@ -113,60 +137,81 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
                        filter_topk=k if k is not None else -1, num_negatives=num_negatives)
 
     fmt_c = (lambda t: format_query(t, instruction)) if symmetric else (lambda t: t)
-    c_emb = enc([fmt_c(t) for t in texts])                                   # (N, d)
-    q_emb = enc([format_query(r["query"], instruction) for r in records])    # (Q, d)
+    warn_if_instructed(records, name)
+    c_emb = enc([fmt_c(t) for t in texts])                                                  # (N, d)
+    q_emb = enc([format_query(r["query"], r.get("instruction") or instruction) for r in records])  # (Q, d)
     max_pos = max((len(r["pos"]) for r in records), default=1)
     depth = min(n, max(b, k or 0) + max_pos + 1)
-    scores, idx = exact_topk(q_emb, c_emb, depth, use_faiss=use_faiss)       # (Q, depth)
-    # exact rank of the best positive over the whole pool: r = 1 + #{c ∉ P⁺(q), c ≠ q : s(q, c) > s⁺}
-    pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])
-    above = count_above(q_emb, c_emb, pos_best)
-    for i, r in enumerate(records):
-        j = cand.get(r["query"], -1)
-        if j >= 0 and j not in {cand[p] for p in r["pos"]} and float(q_emb[i] @ c_emb[j]) > pos_best[i] + 1e-6:
-            above[i] -= 1
 
+    def mine_block(lo: int, hi: int) -> list[tuple]:
+        """(s⁺, rank r, the mined record or None if filtered, padded?) for queries lo..hi-1."""
+        qb = q_emb[lo:hi]
+        scores, idx = exact_topk(qb, c_emb, depth, use_faiss=use_faiss)                   # (B, depth)
+        # exact rank of the best positive over the whole pool: r = 1 + #{c ∉ P⁺(q), c ≠ q : s(q, c) > s⁺}
+        pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in records[i]["pos"]) for i in range(lo, hi)])
+        above = count_above(qb, c_emb, pos_best)
+        res = []
+        for bi, qi in enumerate(range(lo, hi)):
+            r = records[qi]
+            rng = np.random.default_rng([seed, qi])
+            pos_ids = {cand[p] for p in r["pos"]}
+            qid = cand.get(r["query"], -1)
+            if qid >= 0 and qid not in pos_ids and float(q_emb[qi] @ c_emb[qid]) > pos_best[bi] + 1e-6:
+                above[bi] -= 1
+            pos_s = [float(q_emb[qi] @ c_emb[cand[p]]) for p in r["pos"]]
+            s_plus = max(pos_s)
+            # ranked candidates other than the positives and the query itself
+            others = [(int(j), float(s)) for j, s in zip(idx[bi], scores[bi]) if j not in pos_ids and j != qid]
+            rank = 1 + int(above[bi])
+            if k is not None and rank > k:
+                res.append((s_plus, rank, None, False))
+                continue
+            neg = list(r.get("neg", []))[:num_negatives] if keep_existing else []
+            taken = set(neg)
+            pool = [j for j, _ in others[a:b] if texts[j] not in taken]
+            need = num_negatives - len(neg)
+            if need > 0 and pool:
+                pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False)
+                for p in sorted(pick):
+                    neg.append(texts[pool[p]])
+                    taken.add(texts[pool[p]])
+            padded = len(neg) < num_negatives
+            if padded:
+                banned = pos_ids | {qid}
+                free = [j for j in range(n) if j not in banned and texts[j] not in taken]
+                for p in rng.permutation(len(free))[: num_negatives - len(neg)]:
+                    neg.append(texts[free[p]])
+            neg_s = [float(q_emb[qi] @ c_emb[cand[t]]) for t in neg]
+            rec = {"query": r["query"], "pos": list(r["pos"]), "neg": neg, "pos_scores": pos_s, "neg_scores": neg_s,
+                   "pos_rank": rank}
+            for key in ("instruction", "label"):     # the record's own instruction goes on to later stages
+                if key in r:
+                    rec[key] = r[key]
+            res.append((s_plus, rank, rec, padded))
+        return res
+
+    # Queries in blocks of QUERY_BLOCK, block i on process i mod W: a block's search is the same computation in
+    # any process (same shapes, same rows), so W processes mine exactly what one does, W times faster.
+    rank_, world = rank_world()
+    mined = {lo: mine_block(lo, min(lo + QUERY_BLOCK, len(records)))
+             for lo in range(rank_ * QUERY_BLOCK, len(records), world * QUERY_BLOCK)}
+    if world > 1:
+        mined = {lo: res for part in gather_objects(mined) for lo, res in part.items()}
     out = []
-    for qi, r in enumerate(records):
-        rng = np.random.default_rng([seed, qi])
-        pos_ids = {cand[p] for p in r["pos"]}
-        qid = cand.get(r["query"], -1)
-        pos_s = [float(q_emb[qi] @ c_emb[cand[p]]) for p in r["pos"]]
-        s_plus = max(pos_s)
-        # ranked candidates other than the positives and the query itself
-        others = [(int(j), float(s)) for j, s in zip(idx[qi], scores[qi]) if j not in pos_ids and j != qid]
-        rank = 1 + int(above[qi])
-        rep.pos_scores.append(s_plus)
-        rep.pos_ranks.append(rank)
-        if k is not None and rank > k:
-            rep.n_filtered += 1
-            continue
-        neg = list(r.get("neg", []))[:num_negatives] if keep_existing else []
-        taken = set(neg)
-        pool = [j for j, _ in others[a:b] if texts[j] not in taken]
-        need = num_negatives - len(neg)
-        if need > 0 and pool:
-            pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False)
-            for p in sorted(pick):
-                neg.append(texts[pool[p]])
-                taken.add(texts[pool[p]])
-        if len(neg) < num_negatives:
-            rep.n_padded += 1
-            banned = pos_ids | {qid}
-            free = [j for j in range(n) if j not in banned and texts[j] not in taken]
-            for p in rng.permutation(len(free))[: num_negatives - len(neg)]:
-                neg.append(texts[free[p]])
-        neg_s = [float(q_emb[qi] @ c_emb[cand[t]]) for t in neg]
-        rep.neg_scores.extend(neg_s)
-        rec = {"query": r["query"], "pos": list(r["pos"]), "neg": neg, "pos_scores": pos_s, "neg_scores": neg_s,
-               "pos_rank": rank}
-        if "label" in r:
-            rec["label"] = r["label"]
-        out.append(rec)
+    for lo in sorted(mined):
+        for s_plus, rank, rec, padded in mined[lo]:
+            rep.pos_scores.append(s_plus)
+            rep.pos_ranks.append(rank)
+            if rec is None:
+                rep.n_filtered += 1
+                continue
+            rep.n_padded += padded
+            rep.neg_scores.extend(rec["neg_scores"])
+            out.append(rec)
     rep.n_kept = len(out)
     rep.seconds = time.time() - t0
-    if output_path is not None:
-        rep.output_path = str(write_jsonl(out, output_path))
+    if output_path is not None:      # the main process writes (atomically); the others wait for it
+        rep.output_path = str(on_main(lambda: write_jsonl(out, output_path)))
     log.info(rep.summary())
     return out, rep
 
