@@ -326,11 +326,43 @@ def open_hub_stream(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000)
     return ds
 
 
-def iter_hub_rows(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000) -> Iterator[tuple[str, int, dict]]:
-    """Yield ``(source, row_number, row)`` from one streamed subset (shuffled with a buffer)."""
+def iter_hub_rows(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000,
+                  batch_rows: int = 1024) -> Iterator[tuple[str, int, dict]]:
+    """Yield ``(source, row_number, row)`` from one subset, shards in a seeded order, rows through a seeded shuffle
+    buffer (as ``datasets``' ``shuffle(buffer_size=...)`` does), reading a shard's row groups only as far as needed.
+
+    The capped reads of the map-style path (``max_rows``) stop early, subset after subset; ``datasets``' parquet
+    stream sleeps 5 s whenever it is closed early (``SLEEP_TIME_ON_THREADS_SHUTDOWN``, its guard for
+    apache/arrow#45214), i.e. 5 s per subset, so this reads the shards with pyarrow itself (same files, same
+    fsspec filesystems). Training streams use ``datasets`` (:func:`open_hub_stream`, kalm_lib/data/stream.py)."""
+    import pyarrow.parquet as pq
+
+    if hub.data_dir in (None, ALL_SUBSETS):
+        raise DataError(f"{hub.repo}: name one subset (data_dir); expand_entry makes one entry per subset")
     source = hub_source_name(hub)
-    for i, row in enumerate(open_hub_stream(hub, seed=seed, shuffle_buffer=shuffle_buffer)):
-        yield source, i + 1, row
+    files = subset_files(hub.repo, hub.data_dir, hub.split)
+    rng = np.random.default_rng([seed, 11])
+    order = rng.permutation(len(files)) if shuffle_buffer else range(len(files))
+    buffer: list[dict] = []
+    n = 0
+    for k in order:
+        with _open(files[k]) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+                for row in batch.to_pylist():
+                    if not shuffle_buffer:
+                        n += 1
+                        yield source, n, row
+                        continue
+                    if len(buffer) < shuffle_buffer:
+                        buffer.append(row)
+                        continue
+                    j = int(rng.integers(shuffle_buffer))
+                    buffer[j], row = row, buffer[j]
+                    n += 1
+                    yield source, n, row
+    for j in rng.permutation(len(buffer)):
+        n += 1
+        yield source, n, buffer[j]
 
 
 # ---------------------------------------------------------------------------- the training stream's subsets
