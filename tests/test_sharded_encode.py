@@ -135,7 +135,7 @@ def test_two_processes_mine_and_score_like_one(tmp_path):
              subprocess.Popen(torchrun + [__file__, str(two)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)]
     for p in procs:
-        log, _ = p.communicate(timeout=240)
+        log, _ = p.communicate(timeout=180)
         assert p.returncode == 0, log[-4000:]
     a = json.loads((one / "rank0.json").read_text())
     r0, r1 = (json.loads((two / f"rank{r}.json").read_text()) for r in (0, 1))

@@ -31,7 +31,7 @@ def sharded_encode(enc: EncodeFn) -> EncodeFn:
     process r encodes texts r, r + W, r + 2W, … (strided, so a list sorted by source or length splits evenly) and
     the rows are gathered back in input order (:func:`kalm_lib.distributed.gather_strided`): every process
     returns the same (N, d) float32 matrix, N × d × 4 bytes of host memory on each process (1M texts × 896 dims
-    = 3.6 GB per process), so a corpus too big for W copies in RAM needs encoding in slices by the caller. The
+    = 3.6 GB per process; a corpus whose W copies do not fit the node's RAM must be encoded in slices). The
     processes check they were given the same texts (a digest) before exchanging rows. A row depends only on its
     text for a deterministic embedder; a neural one on a GPU may differ in the last bits with the batch it was
     encoded in, as it does between batch sizes in one process. Rows travel as float32 (what :func:`as_encode_fn`
@@ -57,8 +57,11 @@ def sharded_encode(enc: EncodeFn) -> EncodeFn:
 
 def as_encode_fn(embedder, batch_size: int = 64, show_progress_bar: bool = False) -> EncodeFn:
     """Wrap ``embedder`` as ``encode(texts) -> np.ndarray`` (float32, unit rows, input order), sharded over the
-    processes of a launch (:func:`sharded_encode`)."""
-    return sharded_encode(_as_local_encode_fn(embedder, batch_size, show_progress_bar))
+    processes of a launch (:func:`sharded_encode`; only the main process shows a progress bar)."""
+    from kalm_lib.distributed import ensure_process_group, is_main_process
+
+    ensure_process_group()
+    return sharded_encode(_as_local_encode_fn(embedder, batch_size, show_progress_bar and is_main_process()))
 
 
 def _as_local_encode_fn(embedder, batch_size: int, show_progress_bar: bool) -> EncodeFn:

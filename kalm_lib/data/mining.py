@@ -191,7 +191,7 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
         return res
 
     # Queries in blocks of QUERY_BLOCK, block i on process i mod W: a block's search is the same computation in
-    # any process (same shapes, same rows), so W processes mine exactly what one does, W times faster.
+    # any process (same shapes, same rows), so W processes share the search and mine exactly what one does.
     rank_, world = rank_world()
     mined = {lo: mine_block(lo, min(lo + QUERY_BLOCK, len(records)))
              for lo in range(rank_ * QUERY_BLOCK, len(records), world * QUERY_BLOCK)}
