@@ -208,7 +208,8 @@ def test_teacher_prompt_uses_each_records_own_instruction(tmp_path, monkeypatch)
     written = score_datasets([entry.name], emb3, tmp_path / "out", tmp_path / "cache", query_prompt_template=TEMPLATE,
                              show_progress_bar=False)
     queries = [t for t in emb3.seen if t.startswith("Instruct:")]
-    assert queries == [TEMPLATE.format(instruction=r.get("instruction") or entry.instruction) + r["query"] for r in recs]
+    want = [TEMPLATE.format(instruction=r.get("instruction") or entry.instruction) + r["query"] for r in recs]
+    assert queries == want
     rows = [json.loads(line) for line in written[entry.name].read_text().splitlines()]
     assert [r.get("instruction") for r in rows] == [r.get("instruction") for r in recs]
 
