@@ -64,6 +64,11 @@ class DataConfig:
     # task types whose queries see only their own positive and hard negatives (no in-batch negatives): labelled
     # classification / clustering data, where other queries' texts are often of the same class (PAPER.md §9)
     own_negatives_only: list = field(default_factory=lambda: ["classification", "clustering"])
+    # streaming (gpu / paper profiles): read the Hub's parquet subsets lazily, one task per batch
+    # (kalm_lib/data/stream.py, TaskStream) instead of building a map-style training set in memory
+    streaming: bool = False
+    shuffle_buffer: int = _f(10000, lo=0)   # rows per shuffled block of each subset reader (0: the files' order)
+    stream_workers: int = _f(0, lo=0)       # DataLoader workers that decode and transform rows (0: the main process)
     # Hub datasets with one task per subset (kalm_lib/data/hub.py): subset i is drawn with p_i ∝ n_i^(1/T), n_i its rows;
     # T = 1 proportional to size, larger flattens towards uniform; a row cap is split by the same p_i (every subset kept)
     subset_temperature: float = _f(1.0, lo=0.0, lo_open=True)

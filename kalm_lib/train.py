@@ -292,6 +292,20 @@ class TrainState:
         self.generator.set_state(torch.tensor(d["generator"], dtype=torch.uint8))
 
 
+class _StreamSampler:
+    """TrainState's sampler slot for a stream: the stream's position (for reading); the stream's own state, one
+    per rank, is saved beside it by ``save_checkpoint`` and restored by ``_load_checkpoint``."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def state_dict(self) -> dict:
+        return {"stream_position": self.stream.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def _flatten(d: dict) -> dict:
     """``{"optim": {"lr": 1e-5}}`` → ``{"optim.lr": 1e-5}`` (one level: ``model.tiny`` compares as a whole)."""
     out = {}
@@ -383,23 +397,34 @@ class StageTrainer:
         if cfg.optim.compile:
             n = compile_layers(self.kalm.backbone)
             log.info("optim.compile: %d decoder layers compiled in place (first steps of each new shape compile)", n)
-        self.dataset = dataset if dataset is not None else self._build_dataset()
-        if len(self.dataset) == 0:
-            raise ValueError(f"{cfg.source}: the training set is empty")
         acc = self.accelerator
+        if dataset is None and cfg.data.streaming:
+            dataset = self._build_stream()
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        from kalm_lib.data.stream import TaskStream
+        self.streaming = isinstance(self.dataset, TaskStream)
+        if cfg.data.streaming and not self.streaming:
+            raise ValueError(f"{cfg.source}: data.streaming is true, but the dataset passed in is a "
+                             f"{type(self.dataset).__name__}, not a kalm_lib.data.stream.TaskStream")
+        if not self.streaming and len(self.dataset) == 0:
+            raise ValueError(f"{cfg.source}: the training set is empty")
         if cfg.optim.batch_size % acc.num_processes:
             raise ValueError(f"{cfg.source}: optim.batch_size={cfg.optim.batch_size} must divide by the "
                              f"{acc.num_processes} processes")
-        from kalm_lib.data import TaskBatchSampler
-        self.sampler = TaskBatchSampler(
-            list(self.dataset.tasks), batch_size=cfg.optim.batch_size, homogeneous_ratio=cfg.data.homogeneous_ratio,
-            seed=cfg.seed, num_replicas=acc.num_processes, rank=acc.process_index, drop_last=True,
-            group_by_length=cfg.data.group_by_length, lengths=list(getattr(self.dataset, "lengths", []) or []) or None)
-        self.steps_per_epoch = len(self.sampler)
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"{cfg.source}: {len(self.dataset)} examples make no full batch of "
-                             f"{cfg.optim.batch_size}; lower optim.batch_size or add data")
-        self.total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * self.steps_per_epoch))
+        if self.streaming:
+            self.sampler = _StreamSampler(self.dataset)
+            self.steps_per_epoch, self.total_steps = self._stream_schedule()
+        else:
+            from kalm_lib.data import TaskBatchSampler
+            self.sampler = TaskBatchSampler(
+                list(self.dataset.tasks), batch_size=cfg.optim.batch_size, homogeneous_ratio=cfg.data.homogeneous_ratio,
+                seed=cfg.seed, num_replicas=acc.num_processes, rank=acc.process_index, drop_last=True,
+                group_by_length=cfg.data.group_by_length, lengths=list(getattr(self.dataset, "lengths", []) or []) or None)
+            self.steps_per_epoch = len(self.sampler)
+            if self.steps_per_epoch == 0:
+                raise ValueError(f"{cfg.source}: {len(self.dataset)} examples make no full batch of "
+                                 f"{cfg.optim.batch_size}; lower optim.batch_size or add data")
+            self.total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * self.steps_per_epoch))
         o = cfg.optim
         params = [p for p in self.kalm.parameters() if p.requires_grad]
         # The fused AdamW kernel is ~10× faster than the default on CPU for the 150k-row embedding
@@ -437,6 +462,50 @@ class StageTrainer:
             decontaminate=d.decontaminate, allow_empty=d.allow_empty, own_negatives_only=d.own_negatives_only,
             subset_temperature=d.subset_temperature)
 
+    def _build_stream(self):
+        """``data.streaming``: the stage's Hub subsets as a :class:`~kalm_lib.data.stream.TaskStream`, this process's
+        shard of every subset, one task per global batch (kalm_lib/data/stream.py)."""
+        from kalm_lib.data.hub import stream_subsets
+        from kalm_lib.data.stream import TaskStream
+        cfg, d, acc = self.cfg, self.cfg.data, self.accelerator
+        if not d.datasets:
+            raise ValueError(f"{cfg.source}: data.datasets is empty")
+        subsets = stream_subsets(list(d.datasets), cfg.stage, data_dir=None, num_negatives=d.num_negatives,
+                                 decontaminate=d.decontaminate, temperature=getattr(d, "subset_temperature", 1.0),
+                                 own_negatives_only=d.own_negatives_only, seed=cfg.seed)
+        return TaskStream(subsets, cfg.optim.batch_size, rank=acc.process_index, world_size=acc.num_processes,
+                          homogeneous_ratio=d.homogeneous_ratio, seed=cfg.seed, shuffle_buffer=d.shuffle_buffer,
+                          num_workers=d.stream_workers, num_negatives=0 if cfg.stage == "pretrain" else d.num_negatives,
+                          decontaminated=d.decontaminate)
+
+    def _stream_schedule(self) -> tuple[int | None, int]:
+        """(steps per epoch, total steps) of a stream: an "epoch" is Σ num_rows rows (each subset is drawn with its
+        p_i, so a small subset may be seen several times and a large one partly); ``optim.max_steps`` wins."""
+        from kalm_lib.config import ConfigError
+        cfg, stream, acc = self.cfg, self.dataset, self.accelerator
+        if (stream.batch_size, stream.rank, stream.world_size) != (cfg.optim.batch_size, acc.process_index,
+                                                                   acc.num_processes):
+            raise ValueError(f"{cfg.source}: the TaskStream passed in is for global batch {stream.batch_size}, rank "
+                             f"{stream.rank} of {stream.world_size}; this run has optim.batch_size="
+                             f"{cfg.optim.batch_size}, rank {acc.process_index} of {acc.num_processes}")
+        if cfg.data.group_by_length:
+            log.info("data.streaming: data.group_by_length does not apply (a stream has no lengths up front); "
+                     "optim.sub_batch_size / GradCache still sort each side by length inside the step")
+        rows = stream.num_rows()
+        per_epoch = rows // cfg.optim.batch_size if rows is not None else None
+        if cfg.optim.max_steps:
+            return per_epoch, cfg.optim.max_steps
+        if not per_epoch:
+            unknown = [s.task for s in stream.subsets if s.num_rows is None]
+            why = (f"the row count of {unknown} is unknown" if unknown else
+                   f"{rows} rows make no full batch of {cfg.optim.batch_size}")
+            raise ConfigError(f"{cfg.source}: data.streaming needs optim.max_steps ({why}, so epochs cannot be "
+                              "turned into steps)")
+        total = max(1, math.ceil(cfg.optim.epochs * per_epoch))
+        log.info("data.streaming: %d steps = optim.epochs %g × %d rows / batch %d (set optim.max_steps to choose)",
+                 total, cfg.optim.epochs, rows, cfg.optim.batch_size)
+        return per_epoch, total
+
     # ------------------------------------------------------------------ checkpoints
     @property
     def ckpt_dir(self) -> Path:
@@ -444,6 +513,10 @@ class StageTrainer:
 
     def _facts(self) -> dict:
         """What the config alone does not pin: a resumed run must see the same data and schedule."""
+        if self.streaming:  # the tasks, their rows and p_i, and the process count (each rank's state is its shard's)
+            return {"examples": self.dataset.num_rows(), "steps_per_epoch": self.steps_per_epoch,
+                    "total_steps": self.total_steps, "world_size": self.accelerator.num_processes,
+                    "stream_tasks": {s.task: [s.num_rows, s.probability] for s in self.dataset.subsets}}
         return {"examples": len(self.dataset), "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps}
 
     def _check_weights_finite(self, what: Path):
@@ -467,9 +540,15 @@ class StageTrainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
+        stream = None
+        if self.streaming:  # every rank reads its own shard: rank r's stream state is stream[r]
+            from accelerate.utils import gather_object
+            stream = gather_object([self.dataset.state_dict()])
         if acc.is_main_process:
             state = {"trainer": self.state.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "facts": self._facts()}
+            if stream is not None:
+                state["stream"] = stream
             (tmp / "trainer_state.json").write_text(json.dumps(state))
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
@@ -512,6 +591,8 @@ class StageTrainer:
         if not restart_schedule:
             self.scheduler.load_state_dict(state["scheduler"])
             self.state.load_state_dict(state["trainer"])
+            if self.streaming:
+                self.dataset.load_state_dict(state["stream"][self.accelerator.process_index])
         else:
             # the loaded optimizer carries the old run's lr; the new schedule's starts at step 0
             for g, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
@@ -584,7 +665,10 @@ class StageTrainer:
 
     # ------------------------------------------------------------------ loop
     def _batches(self):
-        """Local example batches from the current sampler position, across epochs."""
+        """Local example batches from the current sampler position, across epochs (a stream: from its position)."""
+        if self.streaming:
+            yield from self.dataset
+            return
         while True:
             self.sampler.set_epoch(self.state.epoch)
             if hasattr(self.dataset, "set_epoch"):
@@ -639,7 +723,10 @@ class StageTrainer:
                                  "(start a new stage from a final model with model.init instead)")
         if restart:  # the new schedule and data order start at step 0 on every rank
             self.state.step, self.state.epoch, self.state.skipped = 0, 0, 0
-            self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": cfg.seed})
+            if self.streaming:
+                self.dataset.reset()
+            else:
+                self.sampler.load_state_dict({"epoch": 0, "position": 0, "seed": cfg.seed})
         if acc.is_main_process:
             if restart:
                 (self.out / "DONE").unlink(missing_ok=True)
@@ -651,6 +738,8 @@ class StageTrainer:
             if not resumed or restart:  # the config a run was started with; a plain resume keeps it
                 atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
         M = self.dataset.num_negatives if hasattr(self.dataset, "num_negatives") else cfg.data.num_negatives
+        if M is None:  # a TaskStream built without num_negatives
+            M = cfg.data.num_negatives
         if cfg.stage == "pretrain":
             M = 0
         self.model.train()
