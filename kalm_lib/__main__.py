@@ -127,18 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 def _distributed() -> bool:
     """Join the launch's process group (``accelerate launch`` / ``torchrun`` set WORLD_SIZE) for the steps that
     are not a training stage (accelerate does it there); True when this is rank 0 or no launch."""
-    import os
+    from kalm_lib.distributed import ensure_process_group, is_main_process
 
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return not dist.is_initialized() or dist.get_rank() == 0
+    ensure_process_group()
+    return is_main_process()
 
 
 def _finish_distributed(barrier: bool = True) -> None:

@@ -737,6 +737,9 @@ class StageTrainer:
                 self.metrics_path.unlink()
             if not resumed or restart:  # the config a run was started with; a plain resume keeps it
                 atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2, default=str))
+            if hasattr(self.dataset, "summary"):  # the run's record of its tasks (one per Hub subset) and their rows
+                table = self.dataset.summary()
+                atomic_write_text(self.out / "training_set.json", table.to_json(orient="records", indent=1) + "\n")
         M = self.dataset.num_negatives if hasattr(self.dataset, "num_negatives") else cfg.data.num_negatives
         if M is None:  # a TaskStream built without num_negatives
             M = cfg.data.num_negatives

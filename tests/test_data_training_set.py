@@ -24,7 +24,11 @@ def test_finetune_items(data_dir, caplog):
     assert ds.origins["zh-tnews-train"] == "source" and ds.origins["en-scifact"] == "source+random-negatives"
     for i in range(len(ds)):
         it = ds[i]
-        assert set(it) == {"query", "pos", "neg", "task", "teacher_scores", "own_negatives_only"}
+        assert set(it) == {"query", "pos", "neg", "task", "teacher_scores", "own_negatives_only", "instruction",
+                           "symmetric"}
+        entry = CATALOG[it["task"]]   # what examples.jsonl shows: the catalog's instruction, applied once
+        assert it["instruction"] == entry.instruction and it["symmetric"] is entry.symmetric
+        assert it["query"].startswith(format_query("", entry.instruction)) and it["query"].count("Instruct:") == 1
         # labelled classification data (TNEWS) without in-batch negatives, retrieval (SciFact) with them
         assert it["own_negatives_only"] is (it["task"] == "zh-tnews-train")
         assert len(it["neg"]) == 7 and it["teacher_scores"] is None and it["task"] == ds.tasks[i]

@@ -42,10 +42,7 @@ def _changed(a: dict, b: dict) -> float:
 
 
 def _strings(rec: dict) -> list[str]:
-    out = [rec["query"], rec["pos"], *rec["neg"]]
-    if "teacher_query" in rec:
-        out += [rec["teacher_query"], *rec.get("teacher_docs", [])]
-    return out
+    return [rec["query"], rec["pos"], *rec["neg"]]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +98,14 @@ def test_every_subset_is_its_own_task(gpu_run):
 def test_no_string_carries_two_instructions(gpu_run):
     _, run = gpu_run
     folders = [run / s for s in ("pretrain", "finetune", "distill")]
-    folders += [p for p in (run / "mined", run / "teacher_scores") if (p / "examples.jsonl").is_file()]
+    files = [(f, "examples.jsonl") for f in folders]
+    for kind in ("mined", "teacher_scores"):   # the miner's and the teacher's strings, one file per subset
+        shown = sorted((run / kind / "examples").glob("*.jsonl"))
+        assert {p.stem for p in shown} == {f"hub-finetune-kalm.{s}" for s in hf.FINETUNE_SUBSETS}
+        files += [(p.parent, p.name) for p in shown]
     seen = 0
-    for folder in folders:
-        for rec in read_examples(folder):
+    for folder, name in files:
+        for rec in read_examples(folder, name):
             for text in _strings(rec):
                 assert instruction_count(text) <= 1, (folder.name, text[:120])
                 seen += 1

@@ -4,9 +4,10 @@ One JSON line per example, the first ``n`` of the stage (the first batches on ra
 
     {"task", "instruction", "symmetric", "query", "pos", "neg", ...}
 
-``query`` / ``pos`` / ``neg`` are the exact strings handed to the tokenizer, instructions applied; mining adds
-the miner's strings, teacher scoring the teacher's (``teacher_query``, ``teacher_docs``). A reader checks there
-that no string carries two instructions (:func:`instruction_count`) and that every subset is its own task.
+``query`` / ``pos`` / ``neg`` are the exact strings handed to the tokenizer, instructions applied. Mining and teacher
+scoring write the miner's and the teacher's strings the same way, one file per dataset
+(``<mined_dir>/examples/<dataset>.jsonl``, ``<teacher_scores_path>/examples/<dataset>.jsonl``). A reader checks
+there that no string carries two instructions (:func:`instruction_count`) and that every subset is its own task.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def example_record(item: dict, symmetric: bool | None = None) -> dict:
     rec = {"task": item.get("task"), "instruction": item.get("instruction"),
            "symmetric": item.get("symmetric", symmetric), "query": item["query"], "pos": item["pos"],
            "neg": list(item.get("neg") or [])}
-    for k in ("teacher_scores", "teacher_query", "teacher_docs", "own_negatives_only"):
+    for k in ("teacher_scores", "own_negatives_only"):
         if item.get(k) is not None:
             rec[k] = item[k]
     return rec

@@ -38,6 +38,7 @@ from .catalog import CatalogEntry, get_entry
 from .encoders import as_encode_fn, sharded_encode
 from .errors import log
 from .instructions import format_query
+from .examples import DEFAULT_N, write_examples
 from .jsonl import write_jsonl
 from .search import count_above, exact_topk
 
@@ -212,6 +213,11 @@ def mine_hard_negatives(records: list[dict], embedder=None, corpus: list[str] | 
     rep.seconds = time.time() - t0
     if output_path is not None:      # the main process writes (atomically); the others wait for it
         rep.output_path = str(on_main(lambda: write_jsonl(out, output_path)))
+        # what the miner saw, for the reader (kalm_lib/data/examples.py): <out_dir>/examples/<name>.jsonl
+        shown = [{"task": name, "instruction": r.get("instruction") or instruction, "symmetric": symmetric,
+                  "query": format_query(r["query"], r.get("instruction") or instruction),
+                  "pos": fmt_c(r["pos"][0]), "neg": [fmt_c(t) for t in r["neg"]]} for r in out[:DEFAULT_N]]
+        on_main(lambda: write_examples(Path(output_path).parent / "examples", shown, name=f"{name}.jsonl"))
     log.info(rep.summary())
     return out, rep
 

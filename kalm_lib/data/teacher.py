@@ -25,6 +25,7 @@ from kalm_lib.atomic import atomic_write_json
 from kalm_lib.distributed import gather_objects, is_main_process, on_main, rank_world
 from kalm_lib.progress import bar_disabled
 
+from .examples import DEFAULT_N, write_examples
 from .encoders import as_encode_fn, embedder_name
 from .errors import log
 
@@ -36,6 +37,16 @@ def data_hash(examples: list[dict]) -> str:
         h.update(json.dumps([e["query"], e["pos"], e.get("neg", [])], ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
+
+
+def teacher_prompt(example: dict, template: str | None, instruction: str | None = None,
+                   fixed: str | None = None) -> str:
+    """The teacher's query prompt: ``template`` formatted with the example's own instruction (a Hub row's), else
+    ``instruction`` (the dataset's); without a template the ``fixed`` prompt or none (MiniLM: raw queries)."""
+    instr = example.get("instruction") or instruction
+    if template and instr:
+        return template.format(instruction=instr)
+    return fixed or ""
 
 
 class TeacherScorer:
@@ -63,10 +74,7 @@ class TeacherScorer:
 
     def prompt_for(self, example: dict) -> str:
         """The teacher's query prompt for one example (see the class docstring)."""
-        instr = example.get("instruction") or self.instruction
-        if self.query_prompt_template and instr:
-            return self.query_prompt_template.format(instruction=instr)
-        return self.query_prompt or ""
+        return teacher_prompt(example, self.query_prompt_template, self.instruction, self.query_prompt)
 
     def prompt_key(self, examples: list[dict]) -> str | None:
         """What the prompts add to the cache key: the one prompt all examples share (as when the key held one
@@ -185,6 +193,12 @@ def score_datasets(names: list[str], teacher, out_dir: str | os.PathLike, cache_
         keep = ("query", "pos", "neg", "teacher_scores", "instruction", "label")
         path = Path(out_dir) / f"{entry.name}.jsonl"
         written[entry.name] = on_main(lambda: write_jsonl([{k: r[k] for k in keep if k in r} for r in scored], path))
+        # the teacher's strings, for the reader (kalm_lib/data/examples.py): <out_dir>/examples/<name>.jsonl
+        shown = [{"task": entry.name, "instruction": r.get("instruction") or entry.instruction,
+                  "symmetric": entry.symmetric, "pos": r["pos"][0],
+                  "query": teacher_prompt(r, query_prompt_template, entry.instruction) + r["query"],
+                  "neg": list(r["neg"]), "teacher_scores": r["teacher_scores"]} for r in scored[:DEFAULT_N]]
+        on_main(lambda: write_examples(Path(out_dir) / "examples", shown, name=f"{entry.name}.jsonl"))
         log.info("%s: teacher scores for %d examples (%s negatives) -> %s", entry.name, len(scored), origin,
                  written[entry.name])
     return written
