@@ -20,7 +20,18 @@ import yaml
 
 from kalm_lib.recipe import STAGES  # noqa: F401 (re-exported)
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+
+def _config_root() -> Path:
+    """The profiles folder: ``kalm_lib/configs`` in an installed wheel (pyproject.toml maps the repository's
+    ``configs/`` there), else ``configs/`` of the checkout this module lies in."""
+    here = Path(__file__).resolve().parent
+    for root in (here / "configs", here.parent / "configs"):
+        if (root / "smoke" / "profile.yaml").is_file():
+            return root
+    return here.parent / "configs"        # neither: the lookups that use it name the missing file
+
+
+CONFIG_ROOT = _config_root()
 
 
 def _f(default=dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
