@@ -48,20 +48,12 @@ book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` out
 	$(PY) -m kalm_lib book --build-dir $(BUILD)
 
 # The book's offline MathJax (npm mathjax@3 under the git-ignored build/_deps), the headless browser of its page
-# check (Debian `chromium`) and a font for the Chinese examples in its tables (else the screenshots show boxes).
-# Idempotent: does nothing when all three are there; apt needs root (else it prints the command to run).
-BOOK_DEPS := build/_deps
-book-deps:  ## install what the book needs: MathJax 3 (npm), Chromium and a CJK font (apt)
-	@test -f $(BOOK_DEPS)/node_modules/mathjax/es5/tex-chtml.js || { \
-	  command -v npm >/dev/null || { echo "book-deps: npm is missing (apt-get install -y npm)"; exit 1; }; \
-	  mkdir -p $(BOOK_DEPS) && npm install --silent --no-audit --no-fund --no-save --prefix $(BOOK_DEPS) mathjax@3; }
-	@pkgs=""; \
-	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
-	    || pkgs="chromium"; \
-	  fc-list :lang=zh 2>/dev/null | grep -q . || pkgs="$$pkgs fonts-wqy-zenhei"; \
-	  if [ -n "$$pkgs" ]; then \
-	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null; \
-	    else echo "book-deps: for the page check and screenshots run: sudo apt-get install -y $$pkgs"; fi; fi
+# check (Debian `chromium`) and a font for the Chinese examples in its tables (else the screenshots show boxes):
+# kalm_lib.book.book_deps. Idempotent; apt-get runs only as root. Each part is optional and never fails the
+# target: without npm the book loads MathJax 3 from its CDN (equations render only online), without Chromium the
+# browser page check and the screenshots are skipped; a WARNING line says which.
+book-deps: $(STAMP)  ## install what the book needs when it can: MathJax 3 (npm), Chromium and a CJK font (apt, root)
+	@$(PY) -c 'from kalm_lib.book import book_deps; book_deps()'
 
 bench: $(STAMP)  ## performance benchmarks (ratios against sentence-transformers)
 	$(TEST_ENV) $(PY) benchmarks/run_all.py

@@ -33,13 +33,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from kalm_lib.book_check import (BookError, book_pages, check_book, check_static_html,  # noqa: F401 (re-exported)
-                                 find_chromium)
+from kalm_lib.book_check import (LOCAL_MATHJAX_SRC, BookError, book_pages, check_book,  # noqa: F401 (re-exported)
+                                 check_static_html, find_chromium)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_SRC = ROOT / "book"
 DEPS_DIR = ROOT / "build" / "_deps"           # npm packages for the book (git-ignored), see `make book-deps`
 MATHJAX_NPM = "mathjax@3"
+# Where the book loads MathJax 3 from when no local copy exists (no npm, no KALM_MATHJAX_DIR): equations then
+# render only with a network connection, and the browser check reports math problems as warnings.
+MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
 # What the book needs from MathJax's es5/ folder: the TeX→CHTML bundle, its fonts, the TeX extensions it loads
 # on demand, and the menu's accessibility components (about 7 MB instead of the whole 24 MB package).
 MATHJAX_PARTS = ["tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2", "a11y", "ui", "sre",
@@ -76,10 +79,14 @@ def build_book(build_dir: str | os.PathLike, *, check: bool | None = None, quiet
     gen.mkdir(exist_ok=True)
     _write(gen / "run_note.md", run_note(info))
     _write(gen / "results_tables.md", results_markdown(build / "run", info))
-    copy_mathjax(dst / "_assets" / "mathjax")
+    mathjax_cdn = None if copy_mathjax(dst / "_assets" / "mathjax") else MATHJAX_CDN
+    if mathjax_cdn:
+        use_mathjax_cdn(dst / "_config.yml", mathjax_cdn)
+        print(f"[book] WARNING: {MATHJAX_MISSING}: this book loads MathJax 3 from {mathjax_cdn}, so its equations "
+              f"render only online", flush=True)
 
     index = run_jupyter_book(dst, quiet=quiet)
-    static_problems = check_static_html(index.parent)
+    static_problems = check_static_html(index.parent, mathjax_src=mathjax_cdn or LOCAL_MATHJAX_SRC)
     if static_problems:
         raise BookError("the built HTML is not self-contained:\n  " + "\n  ".join(static_problems))
     secs = time.perf_counter() - t0
@@ -92,9 +99,10 @@ def build_book(build_dir: str | os.PathLike, *, check: bool | None = None, quiet
         if check:
             raise BookError("no Chromium found for the browser check: run `make book-deps` (Debian package "
                             "`chromium`) or set KALM_CHROMIUM to a Chrome/Chromium binary")
-        print("[book] no Chromium: skipped the browser check and the screenshots (`make book-deps` installs it)")
+        print("[book] WARNING: no Chromium (none on PATH, KALM_CHROMIUM unset): skipped the browser page check "
+              "and the screenshots (`make book-deps` as root installs Debian's chromium)", flush=True)
         return index
-    report = check_book(index.parent, dst / "screenshots", chrome=chrome)
+    report = check_book(index.parent, dst / "screenshots", chrome=chrome, mathjax_cdn=mathjax_cdn)
     print(report.summary(), flush=True)
     if report.problems:
         raise BookError(f"the browser check found {len(report.problems)} problem(s) (listed above); the "
@@ -277,6 +285,10 @@ def mathjax_dir() -> Path | None:
     return None
 
 
+MATHJAX_MISSING = ("MathJax 3 is not installed (no build/_deps/node_modules/mathjax, KALM_MATHJAX_DIR unset) and "
+                   "npm is missing")
+
+
 def install_mathjax() -> Path:
     """``npm install mathjax@3`` into build/_deps (what ``make book-deps`` does); idempotent."""
     found = mathjax_dir()
@@ -284,8 +296,8 @@ def install_mathjax() -> Path:
         return found
     npm = shutil.which("npm")
     if npm is None:
-        raise BookError("MathJax 3 is not installed and npm is missing: run `make book-deps` (needs Node.js/npm), "
-                        "or set KALM_MATHJAX_DIR to the es5/ folder of an npm mathjax@3 package")
+        raise BookError(f"{MATHJAX_MISSING}: install Node.js/npm and run `make book-deps`, or set KALM_MATHJAX_DIR "
+                        f"to the es5/ folder of an npm mathjax@3 package")
     DEPS_DIR.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(DEPS_DIR),
                         MATHJAX_NPM], capture_output=True, text=True)
@@ -295,8 +307,14 @@ def install_mathjax() -> Path:
     return found
 
 
-def copy_mathjax(dst: Path) -> None:
-    src = install_mathjax()
+def copy_mathjax(dst: Path) -> bool:
+    """Copy the local MathJax 3 (installed with npm when npm is there) into the book; False when there is none,
+    after a warning (the book then loads it from :data:`MATHJAX_CDN`)."""
+    try:
+        src = install_mathjax()
+    except BookError as err:
+        print(f"[book] WARNING: {str(err).removeprefix('[book] ')}", flush=True)
+        return False
     for part in MATHJAX_PARTS:
         s = src / part
         if s.is_dir():
@@ -306,6 +324,75 @@ def copy_mathjax(dst: Path) -> None:
             shutil.copy2(s, dst / part)
         elif part == "tex-chtml.js":
             raise BookError(f"{s} is missing: reinstall with `rm -rf {DEPS_DIR} && make book-deps`")
+    return True
+
+
+def use_mathjax_cdn(config_yml: Path, url: str = MATHJAX_CDN) -> None:
+    """Point the copied book's ``sphinx.config.mathjax_path`` at ``url`` (the book's own _config.yml names the
+    local copy)."""
+    import yaml
+
+    cfg = yaml.safe_load(config_yml.read_text(encoding="utf-8"))
+    cfg.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = url
+    _write(config_yml, yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+
+
+# ---------------------------------------------------------------------------- make book-deps
+def book_deps(*, apt: bool | None = None) -> dict:
+    """What ``make book-deps`` installs, each part optional: a warning says what the book does without it, and
+    nothing here fails (``make reproduce`` goes on).
+
+    * MathJax 3 under build/_deps (npm ``mathjax@3``): without npm the book loads it from :data:`MATHJAX_CDN`;
+    * Debian's ``chromium`` and a CJK font (``fonts-wqy-zenhei``), with apt-get when running as root (``apt``:
+      None = when root and apt-get is on PATH): without Chromium the browser page check and the screenshots
+      are skipped; without the font the screenshots show boxes for Chinese text.
+
+    Returns ``{"mathjax": path or None, "chromium": path or None, "cjk_font": bool, "warnings": [...]}``.
+    """
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        print(f"book-deps: WARNING: {msg}", flush=True)
+
+    mathjax = mathjax_dir()
+    if mathjax is None:
+        try:
+            mathjax = install_mathjax()
+        except BookError as err:
+            warn(f"{str(err).removeprefix('[book] ')}. Without it the book loads MathJax 3 from {MATHJAX_CDN}: "
+                 f"its equations render only online")
+    chrome, font = find_chromium(), _has_cjk_font()
+    pkgs = ([] if chrome else ["chromium"]) + ([] if font else ["fonts-wqy-zenhei"])
+    if apt is None:
+        apt = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
+    if pkgs and apt:
+        cmd = f"apt-get update -qq && apt-get install -y -qq {' '.join(pkgs)}"
+        try:
+            r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                warn(f"`{cmd}` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}")
+        except (OSError, subprocess.TimeoutExpired) as err:
+            warn(f"`{cmd}` failed: {err}")
+        chrome, font = find_chromium(), _has_cjk_font()
+    if chrome is None:
+        warn("no Chromium (none on PATH, KALM_CHROMIUM unset): the book is built without its browser page check "
+             "and screenshots; for them run as root `apt-get install -y chromium` (or set KALM_CHROMIUM)")
+    if not font:
+        warn("no CJK font: the screenshots show boxes for the Chinese examples; as root `apt-get install -y "
+             "fonts-wqy-zenhei`")
+    return {"mathjax": mathjax, "chromium": chrome, "cjk_font": font, "warnings": warnings}
+
+
+def _has_cjk_font() -> bool:
+    fc = shutil.which("fc-list")
+    if fc is None:
+        return False
+    try:
+        r = subprocess.run([fc, ":lang=zh"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(r.stdout.strip())
 
 
 # ---------------------------------------------------------------------------- jupyter-book
