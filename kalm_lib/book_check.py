@@ -7,8 +7,8 @@ Why our own small DevTools client (``_CDP``, on tornado's websocket, which ipyke
 Playwright: Playwright drives its own downloaded browser builds (``playwright install``, a network download that these
 machines and air-gapped clusters cannot do); with a system Chromium it needs a matching channel, and it adds
 a large dependency for the five DevTools calls used here (navigate, evaluate, screenshot, metrics, network
-events). Nor websocket-client: it is not installed, and it would replace only the websocket, not the
-protocol code (ids, sessions, events) that makes up most of ``_CDP``. The client is tested by
+events). Nor websocket-client (now installed as a JupyterLab dependency): it would replace only the websocket, not
+the protocol code (ids, sessions, events) that makes up most of ``_CDP``. The client is tested by
 tests/test_book.py and tests/test_book_browser.py whenever a Chromium is present.
 """
 
