@@ -159,7 +159,10 @@ class KaLMEmbedder(nn.Module):
             model_kw["attn_implementation"] = attn_implementation
         backbone = AutoModel.from_pretrained(src, **model_kw)
         tok = AutoTokenizer.from_pretrained(tokenizer or src, **kw)
-        return cls(backbone, tok, max_length=max_length, causal=causal, name=str(name_or_path))
+        model = cls(backbone, tok, max_length=max_length, causal=causal, name=str(name_or_path))
+        if not causal:
+            check_bidirectional(model, source=str(name_or_path))
+        return model
 
     @classmethod
     def tiny(cls, seed: int = 0, *, causal: bool = False, max_length: int = 128,
@@ -279,13 +282,31 @@ class KaLMEmbedder(nn.Module):
         return out[0] if single else out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None, *,
+             scores=None, prompts: dict[str, str] | None = None) -> Path:
         """Write a sentence-transformers folder (Transformer → mean Pooling → Normalize), atomically.
 
-        ``config.json`` keeps ``is_causal`` so both ``KaLMEmbedder.load`` and plain
-        ``SentenceTransformer(path)`` rebuild a bidirectional model. The weights keep their dtype (fp32 between
-        stages); ``dtype=torch.bfloat16`` is the explicit release export (a cast copy; this model is untouched).
+        The folder is written by sentence-transformers' own ``save`` (modules, ``config_sentence_transformers.json``
+        with the library versions, a model card), so that plain ``SentenceTransformer(path)`` reads it as this
+        project does:
+
+        * ``prompts``: the KaLM query prompt under ``"query"`` and the evaluation's instruction per MTEB task
+          (``kalm_lib.evaluation.encoder.saved_model_prompts``), so ``encode(q, prompt_name="query")`` adds
+          the instruction and plain ``mteb.evaluate(SentenceTransformer(path), tasks)`` gives the project's
+          harness's scores (``tests/test_saved_model_ecosystem.py``);
+        * mean pooling over every token, the instruction included (``include_prompt``), L2 norm, right padding,
+          ``max_seq_length = self.max_length``;
+        * ``config.json`` keeps ``is_causal`` so both ``KaLMEmbedder.load`` and plain ``SentenceTransformer(path)``
+          rebuild a bidirectional model on transformers >= 5.2 (``load`` checks it: ``check_bidirectional``).
+
+        ``scores``: the run's evaluation (a ``evaluate_model`` DataFrame, or ``{task: main_score}``), written
+        into the model card and the ``kalm`` entry of ``config_sentence_transformers.json``. The weights keep
+        their dtype (fp32 between stages); ``dtype=torch.bfloat16`` is the explicit release export (a cast copy;
+        this model is untouched).
         """
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -295,40 +316,56 @@ class KaLMEmbedder(nn.Module):
                 import copy
                 backbone = copy.deepcopy(backbone).to(dtype)
             backbone.config.is_causal = self.causal
-            backbone.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            _write_json(tmp / "sentence_bert_config.json",
-                        {"max_seq_length": self.max_length, "do_lower_case": False})
-            _write_json(tmp / "modules.json", [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-            ])
-            (tmp / "1_Pooling").mkdir()
-            _write_json(tmp / "1_Pooling" / "config.json", {
-                "word_embedding_dimension": self.embedding_dim, "pooling_mode_mean_tokens": True,
-                "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False,
-                "pooling_mode_lasttoken": False, "include_prompt": True})
-            (tmp / "2_Normalize").mkdir()
-            _write_json(tmp / "config_sentence_transformers.json", {
-                "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
-                "kalm": {"causal": self.causal, "query_template": KALM_QUERY_TEMPLATE, "name": self.name}})
+            stage, out = tmp / "stage", tmp / "out"
+            backbone.save_pretrained(stage, safe_serialization=True)
+            self.tokenizer.save_pretrained(stage)
+            stored = next((p.dtype for p in backbone.parameters() if p.is_floating_point()), torch.float32)
+            # Text only: with the "message" modality that sentence-transformers 6 infers from the tokenizer's chat
+            # template, it would wrap every text (and put a prompt in a system turn) in Qwen2's chat template.
+            first = Transformer(str(stage), max_seq_length=self.max_length, model_kwargs={"dtype": stored},
+                                modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+                                module_output_name="token_embeddings")
+            first.tokenizer.padding_side = "right"  # the positions KaLMEmbedder.encode uses
+            st = SentenceTransformer(modules=[first, Pooling(self.embedding_dim, pooling_mode="mean", include_prompt=True),
+                                              Normalize()], device="cpu", similarity_fn_name="cosine")
+            if prompts is None:
+                from kalm_lib.evaluation.encoder import saved_model_prompts
+
+                prompts = saved_model_prompts()
+            st.prompts = dict(prompts)
+            st.default_prompt_name = None
+            card = st.model_card_data
+            card.local_files_only = True  # no Hub look-up of a base model while saving
+            if "/" in self.name and not Path(self.name).exists() and not self.name.startswith("tiny-"):
+                card.base_model = self.name
+            card.add_tags(["kalm-embedding", "mteb"])
+            st.save(str(out), model_name=Path(self.name).name)
+            del st, first
+            table = _score_table(scores)
+            versions = _library_versions()
+            cfg_path = out / "config_sentence_transformers.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["kalm"] = {"causal": self.causal, "query_template": KALM_QUERY_TEMPLATE, "name": self.name,
+                           "max_length": self.max_length, "versions": versions, **({"scores": table} if table else {})}
+            _write_json(cfg_path, cfg)
+            _append_card(out / "README.md", self, table, versions)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(path, old)
-                os.replace(tmp, path)
+                os.replace(out, path)
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                os.replace(tmp, path)
-        except BaseException:
+                os.replace(out, path)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kw) -> "KaLMEmbedder":
-        """Load a folder written by :meth:`save` (or any sentence-transformers folder of a decoder)."""
+        """Load a folder written by :meth:`save` (or any sentence-transformers folder of a decoder).
+
+        Bidirectional unless saved (or asked) with ``causal=True``; checked by ``check_bidirectional``."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no model at {path} (config.json missing)")
@@ -336,13 +373,109 @@ class KaLMEmbedder(nn.Module):
         st_cfg = path / "config_sentence_transformers.json"
         if st_cfg.is_file():
             meta = json.loads(st_cfg.read_text()).get("kalm", {})
-        sb = path / "sentence_bert_config.json"
-        if "max_length" not in kw and sb.is_file():
-            kw["max_length"] = json.loads(sb.read_text()).get("max_seq_length", 512)
+        if "max_length" not in kw:
+            kw["max_length"] = meta.get("max_length") or _saved_max_length(path) or 512
         kw.setdefault("causal", bool(meta.get("causal", False)))
         m = cls.from_pretrained(path, **kw)
         m.name = meta.get("name", m.name)
         return m
+
+
+def check_bidirectional(model: "KaLMEmbedder", source: str | None = None) -> float:
+    """Raise if a model meant to be bidirectional attends causally; return the measured change.
+
+    One tiny forward (a batch of two 4-token inputs, no padding): changing the *last* token must change the
+    *first* token's hidden state, which causal attention cannot do. transformers < 5.2 ignores
+    ``config.is_causal = False`` (PAPER.md: "Mask removal"), and a model silently loaded causal would train and
+    score as a different model. ``from_pretrained`` runs it unless ``causal=True``.
+    """
+    import transformers
+
+    backbone = model.backbone
+    vocab = int(getattr(backbone.config, "vocab_size", 0) or 1000)
+    ids = torch.tensor([[11, 12, 13, 14], [11, 12, 13, 15]]) % vocab
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.inference_mode():
+            h = backbone(input_ids=ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device))
+            first = h.last_hidden_state[:, 0].float()
+    finally:
+        backbone.train(was_training)
+    change = float((first[0] - first[1]).abs().max())
+    scale = float(first.abs().max()) or 1.0
+    if not change > 1e-6 * scale:
+        raise RuntimeError(
+            f"{source or model.name}: attention is causal although the model was loaded with causal=False "
+            f"(changing the last token left the first token's hidden state unchanged). transformers "
+            f"{transformers.__version__} ignores config.is_causal=False for {backbone.config.model_type}; "
+            "bidirectional attention needs transformers>=5.2 (the project pins transformers 5.x: "
+            "`pip install -r requirements.txt`). To use the model causally on purpose, load it with causal=True.")
+    return change
+
+
+def _saved_max_length(path: Path) -> int | None:
+    """A sentence-transformers folder's token cap: ``sentence_bert_config.json``'s ``max_seq_length`` (ST < 6)
+    or the tokenizer's ``model_max_length`` that sentence-transformers 6 writes instead."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        f = path / name
+        if f.is_file():
+            v = json.loads(f.read_text()).get(key)
+            if isinstance(v, int) and 0 < v < 1_000_000:
+                return v
+    return None
+
+
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries that wrote and evaluate a saved model (those installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("kalm_lib", "torch", "transformers", "sentence-transformers", "mteb", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _score_table(scores) -> list[dict]:
+    """``scores`` (an ``evaluate_model`` DataFrame, or ``{task: main_score}``) as JSON-able rows."""
+    if scores is None:
+        return []
+    if isinstance(scores, dict):
+        return [{"task": str(t), "main_score": float(v)} for t, v in scores.items()]
+    df = scores
+    if "main_split" in df.columns:
+        df = df[df["main_split"].astype(bool)]
+    keep = [c for c in ("task", "split", "subset", "metric", "main_score", "max_rows", "dim", "comparable")
+            if c in df.columns]
+    rows = []
+    for r in df[keep].to_dict(orient="records"):
+        rows.append({k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+                     for k, v in r.items()})
+    return rows
+
+
+def _append_card(readme: Path, model: "KaLMEmbedder", table: list[dict], versions: dict[str, str]) -> None:
+    """Add the KaLM section (how to encode, the run's scores, versions) to sentence-transformers' card."""
+    lines = ["", "## KaLM-Embedding-V2 reproduction (kalm_lib)", "",
+             f"- Model: `{model.name}`; attention: {'causal' if model.causal else 'bidirectional (config.is_causal=false; needs transformers>=5.2)'}",
+             f"- Queries: `{KALM_QUERY_TEMPLATE!r}` + text (`prompt_name=\"query\"` or `\"<MTEB task>-query\"`); "
+             "documents raw; symmetric tasks (STS, pair classification) instruct both sides "
+             "(`prompt_name=\"<MTEB task>\"`). Plain `mteb.evaluate(SentenceTransformer(path), tasks)` reads "
+             "these prompts.",
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    if table:
+        cols = [c for c in ("task", "split", "metric", "main_score", "max_rows", "comparable") if c in table[0]]
+        lines += ["### Scores (this project's harness)", "", "| " + " | ".join(cols) + " |",
+                  "|" + "---|" * len(cols)]
+        for r in table:
+            cell = [f"{r[c]:.4f}" if c == "main_score" and isinstance(r[c], float) else str(r[c]) for c in cols]
+            lines.append("| " + " | ".join(cell) + " |")
+        lines.append("")
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    readme.write_text(text.rstrip("\n") + "\n" + "\n".join(lines), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------- functional helpers
@@ -389,8 +522,13 @@ def _plain_copy_if_quantized(backbone: nn.Module) -> nn.Module:
     """A model loaded from GGUF cannot ``save_pretrained``: rebuild it from its config and copy weights."""
     if not getattr(backbone, "hf_quantizer", None) and "gguf" not in str(getattr(backbone.config, "_name_or_path", "")):
         return backbone
+    import copy
+
     from transformers import AutoModel
-    fresh = AutoModel.from_config(backbone.config)
+    config = copy.deepcopy(backbone.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: a reload must not re-apply GGUF
+        del config.quantization_config
+    fresh = AutoModel.from_config(config)
     fresh.load_state_dict(backbone.state_dict())
     return fresh
 

@@ -120,6 +120,15 @@ class KaLMEncoder(AbsEncoder):
             use_instructions=self.use_instructions, training_datasets=None)
 
     # ------------------------------------------------------------------ prompts
+    @classmethod
+    def prompt_lookup(cls, prompts_dict: dict[str, str] | None = None, *, compound_keys: bool = True) -> "KaLMEncoder":
+        """An encoder with no model, for :meth:`instruction_for` only (as a KaLM model would be evaluated)."""
+        self = cls.__new__(cls)
+        self.model, self.is_kalm, self.use_instructions = None, True, True
+        self.prompts_dict = dict(KaLM_v2_task_prompts if prompts_dict is None else prompts_dict)
+        self.apply_instruction_to_passages, self.compound_keys = False, compound_keys
+        return self
+
     def instruction_for(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> str | None:
         """The raw instruction I for this task and side, or None when the side is encoded raw.
 
@@ -176,6 +185,90 @@ class KaLMEncoder(AbsEncoder):
             emb = emb[:, : self.dim]
             emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
         return emb
+
+
+# ---------------------------------------------------------------------- prompts for a saved model
+GENERIC_QUERY_INSTRUCTION = "Given a query, retrieve documents that answer the query"
+"""The saved model's ``"query"`` prompt (mteb's last fallback, and ``encode_query``'s default): KaLM's own
+instruction for generic retrieval (``KaLM_v2_task_prompts["SciFact"]`` and others)."""
+
+
+def _task_sides(task) -> list[PromptType | None]:
+    """The prompt types mteb 2.x encodes ``task``'s texts with: queries and documents for retrieval and
+    reranking; ``input1/2_prompt_type`` for STS and pair classification (None, the symmetric side, by
+    default); None for every other type (classification, clustering, summarization, bitext mining)."""
+    from mteb.abstasks import AbsTaskRetrieval
+
+    if isinstance(task, AbsTaskRetrieval):
+        return [PromptType.query, PromptType.document]
+    if hasattr(task, "input1_prompt_type") or hasattr(task, "input2_prompt_type"):
+        return list(dict.fromkeys([getattr(task, "input1_prompt_type", None), getattr(task, "input2_prompt_type", None)]))
+    return [None]
+
+
+def project_task_names() -> list[str]:
+    """Every task the project evaluates under a name mteb knows: MTEB(eng, v1), MTEB(cmn, v1) and the local
+    copies that keep MTEB's name. (A renamed local copy such as ``STS12-noMSRvid`` cannot have its own entry:
+    mteb's ``SentenceTransformerEncoderWrapper`` drops prompt keys that are not registered task names.)"""
+    import mteb
+
+    from .benchmarks import MTEB_CMN_V1, MTEB_ENG_V1
+    from .local_tasks import SPECS
+
+    names = []
+    for name in dict.fromkeys([*MTEB_ENG_V1, *MTEB_CMN_V1, *SPECS]):
+        try:
+            mteb.get_task(name)
+        except KeyError:
+            continue
+        names.append(name)
+    return names
+
+
+def saved_model_prompts(task_names: list[str] | None = None, *,
+                        prompts_dict: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``prompts`` of a saved model: the project harness's instructions in sentence-transformers' form.
+
+    For each task, the exact prompt string (``"Instruct: {I} \\n Query: "``) that :class:`KaLMEncoder`
+    applies to each side, under the key mteb 2.x's ``get_prompt_name`` tries first for that side:
+
+    * a side encoded with ``prompt_type=None`` (the symmetric tasks: STS, pair classification; and
+      classification, clustering, summarization) → ``"{task}"``;
+    * a query side → ``"{task}-query"``; a document side → nothing (documents are raw), or ``""`` where a
+      ``"{task}"`` key exists that mteb would otherwise fall back to;
+
+    plus ``"query"`` (the KaLM template with :data:`GENERIC_QUERY_INSTRUCTION`: what
+    ``SentenceTransformer.encode_query`` adds by default and mteb uses for an unlisted task's queries) and
+    ``"document": ""``. Then ``SentenceTransformer(path).encode(q, prompt_name="SciFact-query")`` adds the
+    instruction, and plain ``mteb.evaluate(SentenceTransformer(path), tasks)`` reads every text exactly as the
+    project's harness does. ``task_names`` defaults to :func:`project_task_names`.
+    """
+    import mteb
+    from mteb.abstasks.aggregated_task import AbsTaskAggregate
+
+    from .local_tasks import SPECS, get_local_task
+
+    lookup = KaLMEncoder.prompt_lookup(prompts_dict)
+    prompts: dict[str, str] = {
+        PromptType.query.value: KALM_QUERY_TEMPLATE.format(instruction=GENERIC_QUERY_INSTRUCTION),
+        PromptType.document.value: "",
+    }
+    tasks = [get_local_task(n) if n in SPECS else mteb.get_task(n)  # no data is read
+             for n in (task_names if task_names is not None else project_task_names())]
+    while any(isinstance(t, AbsTaskAggregate) for t in tasks):  # CQADupstackRetrieval: mteb runs its parts
+        tasks = [s for t in tasks for s in (t.metadata.tasks if isinstance(t, AbsTaskAggregate) else [t])]
+    for task in tasks:
+        name = task.metadata.name
+        for side in _task_sides(task):
+            instruction = lookup.instruction_for(task.metadata, side)
+            prompt = KALM_QUERY_TEMPLATE.format(instruction=instruction) if instruction else ""
+            if side is None:
+                if prompt:
+                    prompts[name] = prompt
+            elif prompt or side == PromptType.query or name in prompts:
+                # an empty query prompt must be written too, or mteb would fall back to "query"
+                prompts[f"{name}-{side.value}"] = prompt
+    return prompts
 
 
 # ---------------------------------------------------------------------- loading helpers
