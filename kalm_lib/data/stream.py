@@ -186,7 +186,7 @@ class _Reader:
         if not self._first:
             self.block += 1
         skip = self.offset if self._table is None else 0  # a resumed position inside this block
-        self._first, self.before, self._table, self._rows = False, before, table, None
+        self._first, self.before, self._table, self._rows = False, before, table.combine_chunks(), None
         self._perm = (np.random.default_rng([self.seed, self.epoch, self.block]).permutation(len(table))
                       if self.shuffle_buffer else None)
         self.offset = min(skip, len(table))
@@ -202,43 +202,57 @@ class _Reader:
         self.epoch, self.before, self.block, self.offset = self.epoch + 1, None, 0, 0
         self.rows_epoch = self.kept_epoch = 0
 
-    def _next_row(self) -> dict:
-        while self._table is None or self.offset >= len(self._table):
-            self._next_block()
-        i = self.offset - self._rows_at
-        if self._rows is None or not 0 <= i < len(self._rows):  # decode the next chunk of the (permuted) block
-            end = min(self.offset + self.chunk_rows, len(self._table))
-            part = (self._table.take(pa_indices(self._perm[self.offset:end])) if self._perm is not None
-                    else self._table.slice(self.offset, end - self.offset))
-            self._rows, self._rows_at, i = part.to_pylist(), self.offset, 0
-        row = self._rows[i]
-        self.offset += 1
-        self.rows_epoch += 1
-        self.read += 1
-        return row
+    def _decode(self) -> list[dict]:
+        """The next ``chunk_rows`` rows of the current (permuted) block as dicts, from ``offset`` on."""
+        end = min(self.offset + self.chunk_rows, len(self._table))
+        part = (self._table.take(pa_indices(self._perm[self.offset:end])) if self._perm is not None
+                else self._table.slice(self.offset, end - self.offset))
+        cols = part.to_pydict()  # column-wise, then zipped: faster than Table.to_pylist
+        keys = list(cols)
+        self._rows, self._rows_at = [dict(zip(keys, v)) for v in zip(*cols.values())], self.offset
+        return self._rows
 
-    def next_item(self) -> dict:
-        s = self.subset
-        while True:
-            row = self._next_row()
+    def take(self, n: int) -> list[dict]:
+        """The next ``n`` items (rows the transform keeps), reading on across blocks and epochs."""
+        s, out = self.subset, []
+        transform, task, own = s.transform, s.task, s.own_negatives_only
+        while len(out) < n:
+            if self._table is None or self.offset >= len(self._table):
+                self._next_block()
+                continue
+            i = self.offset - self._rows_at
+            rows = self._rows
+            if rows is None or not 0 <= i < len(rows):
+                rows, i = self._decode(), 0
+            j = i
             try:
-                item = s.transform(row)
+                while j < len(rows) and len(out) < n:
+                    item = transform(rows[j])
+                    j += 1
+                    if item is None:
+                        self.dropped += 1
+                        self.consecutive += 1
+                        if self.consecutive >= self.max_consecutive_drops:
+                            raise StreamError(
+                                f"{self._where()}: {self.consecutive} rows in a row were dropped by the subset's "
+                                f"transform ({self.dropped} of {self.read + j - i} read so far); refusing to spin "
+                                "(all decontaminated or malformed?)")
+                        continue
+                    self.consecutive = 0
+                    self.kept_epoch += 1
+                    item.setdefault("task", task)
+                    item.setdefault("own_negatives_only", own)
+                    out.append(item)
+            except StreamError:
+                raise
             except Exception as err:
                 err.add_note(f"(in the transform of {self._where()})")
                 raise
-            if item is None:
-                self.dropped += 1
-                self.consecutive += 1
-                if self.consecutive >= self.max_consecutive_drops:
-                    raise StreamError(f"{self._where()}: {self.consecutive} rows in a row were dropped by the "
-                                      f"subset's transform ({self.dropped} of {self.read} read so far); refusing to "
-                                      "spin (all decontaminated or malformed?)")
-                continue
-            self.consecutive = 0
-            self.kept_epoch += 1
-            item.setdefault("task", s.task)
-            item.setdefault("own_negatives_only", s.own_negatives_only)
-            return item
+            finally:
+                self.offset += j - i
+                self.rows_epoch += j - i
+                self.read += j - i
+        return out
 
 
 def pa_indices(idx: np.ndarray):
@@ -302,12 +316,12 @@ class _Core:
     def next_batch(self) -> tuple[int, list[dict]]:
         k, c = self.next, self.cfg
         t = task_index(c["seed"], k, self.cum)
-        items = [self.reader(t, 0).next_item() for _ in range(self.keep)]
+        items = self.reader(t, 0).take(self.keep) if self.keep else []
         n_mixed = self.per_rank - self.keep
         if n_mixed:
             u = np.random.default_rng([c["seed"], k, 1, c["rank"]]).random(n_mixed)
             for j in np.minimum(np.searchsorted(self.cum, u, side="right"), len(self.cum) - 1):
-                items.append(self.reader(int(j), 1).next_item())
+                items += self.reader(int(j), 1).take(1)
         self.next += self.step
         return k, items
 
