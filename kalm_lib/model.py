@@ -325,7 +325,6 @@ class KaLMEmbedder(nn.Module):
             first = Transformer(str(stage), max_seq_length=self.max_length, model_kwargs={"dtype": stored},
                                 modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
                                 module_output_name="token_embeddings")
-            first.tokenizer.padding_side = "right"  # the positions KaLMEmbedder.encode uses
             st = SentenceTransformer(modules=[first, Pooling(self.embedding_dim, pooling_mode="mean", include_prompt=True),
                                               Normalize()], device="cpu", similarity_fn_name="cosine")
             if prompts is None:
@@ -349,6 +348,13 @@ class KaLMEmbedder(nn.Module):
                            "max_length": self.max_length, "versions": versions, **({"scores": table} if table else {})}
             _write_json(cfg_path, cfg)
             _append_card(out / "README.md", self, table, versions)
+            # Right padding, written out (transformers does not save a default padding side), as KaLMEmbedder.encode
+            # pads. Left padding measured the same embeddings with sentence-transformers 6.2 / transformers 5.24,
+            # but whether pads shift the real tokens' position ids is the libraries' choice, not a guarantee.
+            tok_cfg_path = out / "tokenizer_config.json"
+            tok_cfg = json.loads(tok_cfg_path.read_text())
+            tok_cfg["padding_side"] = "right"
+            _write_json(tok_cfg_path, tok_cfg)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
