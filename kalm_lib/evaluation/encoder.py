@@ -292,7 +292,11 @@ def load_model(path_or_name: str | Path, *, max_length: int | None = None, trust
         raise FileNotFoundError(f"model not found: {p}")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path_or_name), trust_remote_code=trust_remote_code, device=str(compute_device()))
+    from kalm_lib.paths import hub_path
+
+    # a Hub id (a released model to compare with) is read from $KALM_HUB_DIR/<owner>/<name> when that is set
+    model = SentenceTransformer(hub_path(str(path_or_name), "model"), trust_remote_code=trust_remote_code,
+                                device=str(compute_device()))
     if max_length:
         model.max_seq_length = max_length
     return model
