@@ -69,7 +69,23 @@ def check_static_html(html_dir: Path, mathjax_src: str = LOCAL_MATHJAX_SRC) -> l
                      if re.match(r"(https?:)?//", u) and u != mathjax_src]
         if 'class="math' in html and mathjax_src not in html:
             problems.append(f"{page}: has math but does not load the book's MathJax ({mathjax_src})")
+        problems += [f"{page}: shows the machine path {p} (write it relative to the project or as "
+                     f"$KALM_DATA_DIR/…: kalm_lib.paths.display_path)" for p in machine_paths(html)]
     return problems
+
+
+def machine_paths(html: str) -> list[str]:
+    """Absolute paths of this machine in a page's text: the project folder, the data and Hub mirrors, the home
+    folder (the book is read elsewhere; issue 15 item 8)."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.S)
+    text = re.sub(r"<[^>]+>", " ", text)
+    roots = {str(Path.cwd().resolve()), str(Path(__file__).resolve().parents[1]), os.path.expanduser("~")}
+    roots |= {str(Path(os.environ[v]).resolve()) for v in ("KALM_DATA_DIR", "KALM_HUB_DIR") if os.environ.get(v)}
+    found = []
+    for r in sorted(r for r in roots if len(r) > 1):
+        for m in re.finditer(re.escape(r) + r"(?=[/\s'\"<,;)]|$)", text):
+            found.append(text[m.start():m.start() + len(r) + 40].split()[0])
+    return sorted(set(found))
 
 
 # ============================================================================ browser check

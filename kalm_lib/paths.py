@@ -55,3 +55,45 @@ def hub_path(repo_id: str, repo_type: str = "dataset") -> str:
                                 f"{local}); make it with `huggingface-cli download {repo_id}{flag} --local-dir {local}`, "
                                 f"or unset KALM_HUB_DIR to read from the Hub")
     return str(local)
+
+
+# ---------------------------------------------------------------------------- paths as a reader sees them
+def display_path(text: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """Machine paths in ``text`` written as a reader of the book should see them, not as this machine has them:
+    the data mirror as ``$KALM_DATA_DIR/…``, the Hub mirror as ``$KALM_HUB_DIR/…``, anything under the project
+    (``root``, default the working directory: notebooks run from the project folder) relative to it, the home
+    folder as ``~``. Longer prefixes first, so a run folder inside the project stays relative."""
+    s = str(text)
+    subs = []
+    for var in ("KALM_DATA_DIR", "KALM_HUB_DIR"):
+        d = os.environ.get(var)
+        if d and os.path.isabs(d):
+            subs.append((os.path.realpath(d), f"${var}"))
+            subs.append((os.path.abspath(d), f"${var}"))
+    base = os.path.abspath(root if root is not None else os.getcwd())
+    subs += [(os.path.realpath(base), "."), (base, ".")]
+    home = os.path.expanduser("~")
+    if home not in ("/", "~"):
+        subs.append((home, "~"))
+    import re
+
+    for prefix, name in sorted(set(subs), key=lambda x: -len(x[0])):
+        if len(prefix) <= 1:
+            continue
+        s = s.replace(prefix + os.sep, "" if name == "." else name + os.sep)
+        s = re.sub(re.escape(prefix) + r"(?![\w.-])", name, s)  # the folder itself, not a sibling named alike
+    return s
+
+
+class DisplayPathFilter:
+    """A logging filter that writes the message's machine paths as :func:`display_path` does (the book's logs)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = root
+
+    def filter(self, record) -> bool:
+        msg = record.getMessage()
+        shown = display_path(msg, self.root)
+        if shown != msg:
+            record.msg, record.args = shown, None
+        return True

@@ -49,7 +49,12 @@ def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
 
     known = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
     overrides = load_profile(profile).notebooks.get(name) or {}
-    params = {"profile": profile, "run_dir": str(run_dir), "output_dir": str(run_dir / name), **overrides}
+    # relative to the project folder (the notebooks' working directory) when the run is inside it: the executed
+    # notebooks, and so the book, show no machine paths
+    root = Path(os.environ.get("KALM_PROJECT_ROOT", ROOT)).resolve()
+    run = Path(run_dir).resolve()
+    shown = run.relative_to(root) if run.is_relative_to(root) else run
+    params = {"profile": profile, "run_dir": str(shown), "output_dir": str(shown / name), **overrides}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"configs/{profile}/profile.yaml: notebooks.{name} sets {unknown}, "

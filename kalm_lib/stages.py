@@ -59,13 +59,16 @@ def load_stage_model(run_dir: str | os.PathLike, stage: str):
 
 
 def config_table(cfg: TrainConfig) -> pd.DataFrame:
-    """The config as a two-column table for the notebook (dotted key, value)."""
+    """The config as a two-column table for the notebook (dotted key, value); paths as the reader should see them
+    (relative to the project, ``$KALM_DATA_DIR/…``: :func:`kalm_lib.paths.display_path`), not this machine's."""
+    from kalm_lib.paths import display_path
+
     rows = []
     for section, values in cfg.to_dict().items():
         if isinstance(values, dict):
-            rows += [(f"{section}.{k}", str(v)) for k, v in values.items()]
+            rows += [(f"{section}.{k}", display_path(str(v))) for k, v in values.items()]
         else:
-            rows.append((section, str(values)))
+            rows.append((section, display_path(str(values))))
     return pd.DataFrame(rows, columns=["key", "value"]).set_index("key")
 
 
@@ -158,6 +161,11 @@ def notebook_setup(profile: str, stage: str, run_dir: str | os.PathLike, overrid
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kalm_lib").setLevel(logging.INFO)
+    from kalm_lib.paths import DisplayPathFilter
+
+    for handler in logging.getLogger().handlers:  # the book shows no machine paths, only project-relative ones
+        if not any(isinstance(f, DisplayPathFilter) for f in handler.filters):
+            handler.addFilter(DisplayPathFilter())
     # mteb, sklearn and transformers emit UserWarning/FutureWarning chatter on every call; in the book it buries
     # the outputs. Our own problems are logged (kalm_lib loggers at INFO), not raised as warnings.
     warnings.filterwarnings("ignore", category=UserWarning)
