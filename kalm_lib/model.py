@@ -34,7 +34,7 @@ from torch import nn
 
 from kalm_lib.paths import find_data_dir
 from kalm_lib.progress import bar_disabled
-from kalm_lib.prompts import KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401 (re-exported)
+from kalm_lib.prompts import GENERIC_QUERY_INSTRUCTION, KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401
 
 if TYPE_CHECKING:
     from kalm_lib.config import TrainConfig
@@ -290,10 +290,12 @@ class KaLMEmbedder(nn.Module):
         with the library versions, a model card), so that plain ``SentenceTransformer(path)`` reads it as this
         project does:
 
-        * ``prompts``: the KaLM query prompt under ``"query"`` and the evaluation's instruction per MTEB task
-          (``kalm_lib.evaluation.encoder.saved_model_prompts``), so ``encode(q, prompt_name="query")`` adds
-          the instruction and plain ``mteb.evaluate(SentenceTransformer(path), tasks)`` gives the project's
-          harness's scores (``tests/test_saved_model_ecosystem.py``);
+        * ``prompts``: pass ``kalm_lib.evaluation.saved_model_prompts()`` (the trainer does for every stage's final
+          model): the KaLM query prompt under ``"query"`` and the evaluation's instruction per MTEB task, so
+          ``encode(q, prompt_name="query")`` adds the instruction and plain ``mteb.evaluate(SentenceTransformer(path),
+          tasks)`` gives the project's harness's scores (``tests/test_saved_model_ecosystem.py``). Without it, only
+          ``"query"`` (:data:`GENERIC_QUERY_INSTRUCTION`) and ``"document": ""`` (the model does not import the
+          evaluation package, a floor above it);
         * mean pooling over every token, the instruction included (``include_prompt``), L2 norm, right padding,
           ``max_seq_length = self.max_length``;
         * ``config.json`` keeps ``is_causal`` so both ``KaLMEmbedder.load`` and plain ``SentenceTransformer(path)``
@@ -327,10 +329,8 @@ class KaLMEmbedder(nn.Module):
                                 module_output_name="token_embeddings")
             st = SentenceTransformer(modules=[first, Pooling(self.embedding_dim, pooling_mode="mean", include_prompt=True),
                                               Normalize()], device="cpu", similarity_fn_name="cosine")
-            if prompts is None:
-                from kalm_lib.evaluation.encoder import saved_model_prompts
-
-                prompts = saved_model_prompts()
+            if prompts is None:  # the generic pair; the evaluation's per-task prompts are passed in (as the trainer does)
+                prompts = {"query": KALM_QUERY_TEMPLATE.format(instruction=GENERIC_QUERY_INSTRUCTION), "document": ""}
             st.prompts = dict(prompts)
             st.default_prompt_name = None
             card = st.model_card_data

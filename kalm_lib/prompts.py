@@ -10,6 +10,9 @@ checks at import that the two have not drifted apart.
 from __future__ import annotations
 
 KALM_QUERY_TEMPLATE = "Instruct: {instruction} \n Query: "
+GENERIC_QUERY_INSTRUCTION = "Given a query, retrieve documents that answer the query"
+"""A saved model's ``"query"`` prompt (mteb's last fallback, and ``encode_query``'s default): KaLM's own
+instruction for generic retrieval (``KaLM_v2_task_prompts["SciFact"]`` and others)."""
 
 
 def format_query(text: str, instruction: str | None) -> str:

@@ -811,7 +811,10 @@ class StageTrainer:
         final = self.out / "final"
         self._check_weights_finite(final)
         if acc.is_main_process:
-            acc.unwrap_model(self.model).save(final)
+            from kalm_lib.evaluation.saved_prompts import saved_model_prompts
+
+            # the evaluation's instruction per task and side travel with the model (plain sentence-transformers / mteb)
+            acc.unwrap_model(self.model).save(final, prompts=saved_model_prompts())
             atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step, "skipped": self.state.skipped,
                                                              "facts": self._facts()}) + "\n")
         acc.wait_for_everyone()

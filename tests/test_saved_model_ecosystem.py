@@ -18,15 +18,10 @@ from mteb.models.abs_encoder import AbsEncoder, get_prompt_name
 from mteb.types import PromptType
 
 from kalm_lib.evaluation import evaluate_model, get_local_task
-from kalm_lib.evaluation.encoder import (
-    GENERIC_QUERY_INSTRUCTION,
-    KaLMEncoder,
-    _task_sides,
-    project_task_names,
-    saved_model_prompts,
-)
+from kalm_lib.evaluation.encoder import KaLMEncoder
+from kalm_lib.evaluation.saved_prompts import _task_sides, project_task_names, saved_model_prompts
 from kalm_lib.model import KaLMEmbedder, check_bidirectional
-from kalm_lib.prompts import KALM_QUERY_TEMPLATE
+from kalm_lib.prompts import GENERIC_QUERY_INSTRUCTION, KALM_QUERY_TEMPLATE
 
 CAPS = {"STSBenchmark": 200, "SciFact": 20}  # one STS, one retrieval task from the local mirror
 SEED = 2  # a random tiny model whose capped SciFact nDCG@10 is not 0 (seed 0 scores 0 there: a weak check)
@@ -35,7 +30,7 @@ SEED = 2  # a random tiny model whose capped SciFact nDCG@10 is not 0 (seed 0 sc
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     path = tmp_path_factory.mktemp("eco") / "model"
-    KaLMEmbedder.tiny(seed=SEED).save(path, scores={"STSBenchmark": 0.5, "SciFact": 0.25})
+    KaLMEmbedder.tiny(seed=SEED).save(path, scores={"STSBenchmark": 0.5, "SciFact": 0.25}, prompts=saved_model_prompts())
     return path
 
 

@@ -25,6 +25,7 @@ from .local_tasks import (
     get_local_task,
 )
 from .figures import plot_matryoshka, plot_type_scores
+from .saved_prompts import saved_model_prompts
 from .runner import MODELS_FILE, RESULT_COLUMNS, evaluate_checkpoints, evaluate_model, listed_models, record_models
 from .suite import (
     evaluate_released,
@@ -51,7 +52,7 @@ from .tables import (
 __all__ = [
     "BENCHMARKS", "COMPLETE_TASKS", "KALM_QUERY_TEMPLATE", "KaLMEncoder", "KaLM_v2_task_prompts", "LOCAL_SUITE",
     "LOCAL_SUITE_EN", "LOCAL_SUITE_ZH", "LOCAL_TASK_SPECS", "LocalDataError", "MTEB_CMN_V1", "MTEB_ENG_V1",
-    "OVERVIEW_SUITE", "RESULT_COLUMNS", "SMOKE_SUITE", "SUITES", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
+    "OVERVIEW_SUITE", "RESULT_COLUMNS", "saved_model_prompts", "SMOKE_SUITE", "SUITES", "benchmark_tasks", "compare_with_paper", "evaluate_checkpoints",
     "evaluate_model", "get_local_task", "load_model", "load_paper_results", "main_scores", "main_split", "mtk",
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
