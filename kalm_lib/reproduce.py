@@ -121,6 +121,13 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
 
 
 def reproduce(profile: str, build_dir: str | os.PathLike, build_book: bool = True, start: str | None = None) -> None:
+    from kalm_lib.preflight import check
+
+    pre = check(profile, build_dir)  # missing data, Hub copies, disk or tools: said now, not after an hour
+    for line in pre.lines():
+        print(line, flush=True)
+    if not pre.ok:
+        raise SystemExit(f"[reproduce] {len(pre.errors)} problem(s) above; nothing was run")
     info = run_notebooks(profile, build_dir, start=start)
     total = sum(v["seconds"] for v in info["notebooks"].values())
     print(f"[reproduce] all notebooks ran in {total / 60:.1f} min: "
