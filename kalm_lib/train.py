@@ -811,12 +811,17 @@ class StageTrainer:
         final = self.out / "final"
         self._check_weights_finite(final)
         if acc.is_main_process:
-            from kalm_lib.evaluation.saved_prompts import saved_model_prompts
-
             # the evaluation's instruction per task and side travel with the model (plain sentence-transformers / mteb)
-            acc.unwrap_model(self.model).save(final, prompts=saved_model_prompts())
+            try:
+                from kalm_lib.evaluation.saved_prompts import saved_model_prompts
+
+                prompts, which = saved_model_prompts(), "per task (kalm_lib.evaluation.saved_model_prompts)"
+            except ImportError as err:  # a bare GPU image without mteb: the model still saves, and says so
+                prompts, which = None, f"generic query/document only ({err.name or err} is not installed)"
+                log.warning("%s: saved without the per-task prompts: %s", final, which)
+            acc.unwrap_model(self.model).save(final, prompts=prompts)
             atomic_write_text(self.out / "DONE", json.dumps({"steps": self.state.step, "skipped": self.state.skipped,
-                                                             "facts": self._facts()}) + "\n")
+                                                             "facts": self._facts(), "saved_prompts": which}) + "\n")
         acc.wait_for_everyone()
         return final
 
