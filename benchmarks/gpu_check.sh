@@ -29,7 +29,10 @@ LOG="${LOG:-/dev/null}"
   [ $rc -eq 124 ] && echo "gpu_check: gpu_bench stopped at its 400 s limit"
   echo "gpu_bench exit status $rc"
   # the gpu profile's own path at toy sizes (mining, teacher and evaluation on cuda, fp32 master weights, MFU)
-  # (needs pyarrow and fsspec, in the GPU image; its evaluate step needs mteb, which is not: carried wheels or skipped)
+  # (needs pyarrow and fsspec, in the GPU image; `datasets` (the streamed pre-training) and mteb (its evaluate step)
+  # are not there: carry their wheels, e.g. `pip download datasets==5.2.0 dill multiprocess mteb==2.26.24 -d
+  # .device/wheels` here and `pip install --no-index --find-links .device/wheels ...` there; without them the
+  # check says so and pre-trains map-style / skips evaluation)
   if [[ " $* " == *" --tiny "* ]]; then path_args="--cpu --steps 2 --batch 8 --seq-len 32"; limit=600; else path_args=""; limit=170; fi
   timeout $limit "$PY" benchmarks/gpu_path_check.py $path_args
   rc2=$?

@@ -66,6 +66,13 @@ def main(argv=None) -> int:
         run = Path(tmp) / "run"
         sets = ["optim.max_steps=%d" % args.steps, "optim.batch_size=%d" % args.batch,
                 "data.query_max_len=%d" % args.seq_len, "data.passage_max_len=%d" % args.seq_len, "log_every=1"]
+        import importlib.util
+
+        report["streaming"] = importlib.util.find_spec("datasets") is not None
+        if not report["streaming"]:  # the GPU image has no `datasets`: carry its wheels to run the streamed stage 1
+            print("gpu_path_check: `datasets` is not installed: pre-training reads the mirror map-style "
+                  "(data.streaming=false), NOT the profile's stream")
+            sets.append("data.streaming=false")
         from kalm_lib.__main__ import main as cli
 
         t = time.perf_counter()
