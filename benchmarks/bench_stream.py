@@ -21,10 +21,18 @@ read in FRESH processes, one per measurement:
 * ``tokenize``: the Qwen2 tokenizer on one per-rank batch of the paper's fine-tuning shape (48 queries + 48 × 8
   passages), the cost that stays in the trainer's step.
 
-Peak memory is the child's ``ru_maxrss``; "growth" subtracts the RSS after imports (torch, datasets, pyarrow).
+Peak memory is the child's VmHWM (``ru_maxrss`` survives ``execve`` and would start at the parent's RSS); "growth"
+subtracts the RSS after imports (torch, datasets, pyarrow). With workers, the largest worker's ``ru_maxrss`` is
+reported apart (forked: it counts pages shared with the main process). The trivial r=1 stream runs three times
+(fresh processes); its rows/s is the median, with the range.
 Targets: the stream's peak memory flat from 10k to 1M rows (≤ 1.2×), its rows/s ≥ 5× the list path's.
 
-Run: ``.venv/bin/python benchmarks/bench_stream.py [--sizes 10000,1000000] [--keep DIR]`` (about 3 minutes here).
+Speed is measured in ``ROUNDS`` rounds in which the stream (at most 200k rows) and the list path run alternately
+(ABBA), each in a fresh process; the per-round ratio cancels the slow drifts of a shared machine (as
+``_common.interleave`` does in-process).
+
+Run: ``.venv/bin/python benchmarks/bench_stream.py [--sizes 10000,100000,1000000] [--keep DIR]`` (about 8 minutes
+here).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ REPO = "KaLM-Embedding/KaLM-embedding-finetuning-data"  # the catalog's hub-fine
 M = 3
 BATCH = 64
 LIST_SAMPLE = 50_000
+ROUNDS = 3
 
 
 def _rss_mb() -> float:
@@ -56,7 +65,13 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss``: Linux keeps that across ``execve``, so a child would
+    report at least the parent's RSS at the fork."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------- data
@@ -132,9 +147,11 @@ def child_stream(root: Path, ratio: float, workers: int, max_rows: int | None, r
     for _ in range(steps - 1):
         served += len(next(it))
     t2 = time.perf_counter()
+    it.close()  # shuts the DataLoader workers down (joined), so that RUSAGE_CHILDREN holds their peak
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers else 0.0
     return {"kind": "stream", "ratio": ratio, "workers": workers, "real": real, "rows_total": total, "rows_served": served,
             "startup_s": t1 - t0, "rows_per_s": (served - len(first)) / (t2 - t1), "base_mb": base,
-            "peak_mb": _peak_mb(), "growth_mb": _peak_mb() - base,
+            "peak_mb": _peak_mb(), "growth_mb": _peak_mb() - base, "worker_peak_mb": workers_peak,
             "epochs": {t: c["epoch"] for t, c in stream.counts().items()}}
 
 
@@ -269,9 +286,9 @@ def run_child(kind: str, data: Path | None = None, timeout: int = 1800, **kw) ->
 # ---------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,1000000")
+    ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--keep", help="write the data here and keep it (default: a temporary folder, removed)")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the extra stream row (0: skip)")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the extra stream rows (0: skip)")
     ap.add_argument("--child", choices=("stream", "list", "build", "interleave", "tokenize"), help=argparse.SUPPRESS)
     ap.add_argument("--real", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -293,21 +310,34 @@ def main(argv=None) -> dict:
                 write_data(root, size)
                 print(f"   {size:,} rows written in {time.perf_counter() - t0:.0f} s "
                       f"({sum(p.stat().st_size for p in root.rglob('*.parquet')) / 2**20:,.0f} MiB)", flush=True)
-            sample = LIST_SAMPLE if size > LIST_SAMPLE else 0
-            r = {"stream": run_child("stream", root, ratio=1.0),
-                 "stream_r0.5": run_child("stream", root, ratio=0.5),
-                 "stream_real": run_child("stream", root, ratio=1.0, real=1, max_rows=min(size, 200_000)),
-                 "build": run_child("build", root, sample=sample),
-                 "list": run_child("list", root, sample=sample)}
+            sample = min(size, LIST_SAMPLE)  # the list path's rows; its memory slope from half of them and all
+            cap = min(size, 200_000)
+            # speed: ROUNDS rounds, stream (≤ cap rows) and list path alternating ABBA, each in a fresh process
+            pairs = []
+            for k in range(ROUNDS):
+                sides = {"stream": lambda: run_child("stream", root, ratio=1.0, workers=0, max_rows=cap),
+                         "build": lambda: run_child("build", root, sample=sample)}
+                order = ("stream", "build") if k % 2 == 0 else ("build", "stream")
+                got = {name: sides[name]() for name in order}
+                pairs.append((got["stream"]["rows_per_s"], got["build"]["rows_per_s"]))
+            speed = {"stream_rows_per_s": [a for a, _ in pairs], "list_rows_per_s": [b for _, b in pairs],
+                     "ratios": sorted(a / b for a, b in pairs)}
+            # memory: one full pass (every row once) per ratio
+            r = {"speed": speed, "stream": run_child("stream", root, ratio=1.0, workers=0),
+                 "stream_r0.5": run_child("stream", root, ratio=0.5, workers=0),
+                 "stream_real": run_child("stream", root, ratio=1.0, workers=0, real=1, max_rows=cap)}
             if args.workers:
-                r[f"stream_w{args.workers}"] = run_child("stream", root, ratio=1.0, workers=args.workers,
-                                                         max_rows=min(size, 200_000))
+                r["stream_w"] = run_child("stream", root, ratio=1.0, workers=args.workers, max_rows=cap)
+                r["stream_real_w"] = run_child("stream", root, ratio=1.0, workers=args.workers, real=1, max_rows=cap)
+            for kind in ("build", "list"):
+                half, full = (run_child(kind, root, sample=n) for n in (sample // 2, sample))
+                slope = 1024 * (full["peak_mb"] - half["peak_mb"]) / max(1, full["rows_measured"] - half["rows_measured"])
+                full.update(kb_per_row=slope, extrapolated=full["rows_measured"] < size,
+                            peak_mb_at_size=full["peak_mb"] + slope * (size - full["rows_measured"]) / 1024)
+                r[kind] = full
             if size == min(sizes):
                 r["interleave"] = run_child("interleave", root, max_rows=min(size, 20_000))
             results["sizes"][size] = r
-            for lst in (r["list"], r["build"]):
-                lst["peak_mb_at_size"] = lst["base_mb"] + lst["kb_per_row"] * size / 1024
-                lst["extrapolated"] = lst["rows_measured"] < size
         finally:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
@@ -327,26 +357,36 @@ def _report(results: dict) -> None:
 
     def star(r):
         return "*" if r["extrapolated"] else ""
-    row("stream r=1, trivial transform: rows/s", lambda r: C.fmt(r["stream"]["rows_per_s"], 0))
+    def med(xs):
+        return sorted(xs)[len(xs) // 2]
+    row(f"stream r=1, trivial: rows/s (median of {ROUNDS})", lambda r: C.fmt(med(r["speed"]["stream_rows_per_s"]), 0))
+    row(f"list path: rows/s (median of {ROUNDS})", lambda r: C.fmt(med(r["speed"]["list_rows_per_s"]), 0)
+        + ("*" if r["build"]["extrapolated"] else ""))
+    row("SPEED stream / list, per round: median", lambda r: f"{med(r['speed']['ratios']):.1f}×")
+    row("  per-round min–max", lambda r: f"{r['speed']['ratios'][0]:.1f}–{r['speed']['ratios'][-1]:.1f}×")
+    row("stream r=1, trivial, full pass: rows/s", lambda r: C.fmt(r["stream"]["rows_per_s"], 0))
     row("stream r=0.5, trivial: rows/s", lambda r: C.fmt(r["stream_r0.5"]["rows_per_s"], 0))
-    for k in [k for k in results["sizes"][sizes[0]] if k.startswith("stream_w")]:
-        row(f"stream r=1, {k[8:]} workers: rows/s", lambda r, k=k: C.fmt(r[k]["rows_per_s"], 0))
     row("stream r=1, real hub transforms: rows/s", lambda r: C.fmt(r["stream_real"]["rows_per_s"], 0))
-    row("list path (build_training_set): rows/s", lambda r: C.fmt(r["build"]["rows_per_s"], 0) + star(r["build"]))
+    if "stream_w" in results["sizes"][sizes[0]]:
+        w = results["sizes"][sizes[0]]["stream_w"]["workers"]
+        row(f"stream r=1, trivial, {w} workers: rows/s", lambda r: C.fmt(r["stream_w"]["rows_per_s"], 0))
+        row(f"stream r=1, real, {w} workers: rows/s", lambda r: C.fmt(r["stream_real_w"]["rows_per_s"], 0))
+        row(f"  {w} workers: main / largest worker MB", lambda r: f"{r['stream_w']['peak_mb']:,.0f} / "
+            f"{r['stream_w']['worker_peak_mb']:,.0f}")
     row("  _convert alone (pyarrow rows): rows/s", lambda r: C.fmt(r["list"]["rows_per_s"], 0) + star(r["list"]))
-    row("speed: stream trivial / list path", lambda r: f"{r['stream']['rows_per_s'] / r['build']['rows_per_s']:.1f}×")
-    row("speed: stream real / list path", lambda r: f"{r['stream_real']['rows_per_s'] / r['build']['rows_per_s']:.1f}×")
-    row("speed: stream trivial / _convert alone", lambda r: f"{r['stream']['rows_per_s'] / r['list']['rows_per_s']:.1f}×")
     row("stream r=1: peak RSS MB", lambda r: C.fmt(r["stream"]["peak_mb"], 0))
     row("stream r=0.5: peak RSS MB", lambda r: C.fmt(r["stream_r0.5"]["peak_mb"], 0))
     row("  stream r=1: growth over imports MB", lambda r: C.fmt(r["stream"]["growth_mb"], 0))
     row("list path: peak RSS MB", lambda r: C.fmt(r["build"]["peak_mb_at_size"], 0) + star(r["build"]))
-    row("  list path: KB per row", lambda r: C.fmt(r["build"]["kb_per_row"], 2))
+    row("  list path: KB per row (slope)", lambda r: C.fmt(r["build"]["kb_per_row"], 2))
     row("  list path: µs per row", lambda r: C.fmt(r["build"]["us_per_row"], 0))
     row("stream start-up s (first batch)", lambda r: C.fmt(r["stream"]["startup_s"], 2))
     lo, hi = results["sizes"][sizes[0]], results["sizes"][sizes[-1]]
-    print(f"\n   stream peak RSS {sizes[-1]:,} / {sizes[0]:,} rows: r=1 {hi['stream']['peak_mb'] / lo['stream']['peak_mb']:.2f}×, "
-          f"r=0.5 {hi['stream_r0.5']['peak_mb'] / lo['stream_r0.5']['peak_mb']:.2f}× (target ≤ 1.2×)")
+    print()
+    for a in sizes[:-1]:
+        x = results["sizes"][a]
+        print(f"   stream peak RSS {sizes[-1]:,} / {a:,} rows: r=1 {hi['stream']['peak_mb'] / x['stream']['peak_mb']:.2f}×, "
+              f"r=0.5 {hi['stream_r0.5']['peak_mb'] / x['stream_r0.5']['peak_mb']:.2f}× (target ≤ 1.2×)")
     if hi["build"]["extrapolated"]:
         print(f"   * list path at {sizes[-1]:,}: measured on {hi['build']['rows_measured']:,} rows, memory extrapolated")
     if "interleave" in lo:

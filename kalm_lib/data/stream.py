@@ -34,14 +34,18 @@ datasets 5.2; benchmarks/bench_stream.py, benchmarks/RESULTS.md):
     pool that prefetches one item of every source, and that iterator sleeps 5 s whenever it ends on parquet sources
     (``datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN``, a pyarrow shutdown work-around): every epoch end of a
     small subset would stall the step for 5 s;
-  * row-by-row, ``interleave_datasets`` costs ≈ 190 µs per row here (a thread hand-off per row), against
-    11–14 µs per row for the chunked reader; the mixed stream here is the same sampling (source i with probability
-    p_i, every source restarted when it runs out, as ``stopping_strategy="all_exhausted"`` followed by a new epoch).
+  * row by row, ``interleave_datasets`` costs 190–700 µs per row here (a thread hand-off per row; 1,450 rows/s over
+    the benchmark's four subsets), against 9–15 µs per row (70–110k rows/s) for this stream in one process; the
+    mixed stream here is the same sampling (source i with probability p_i, every source restarted when it runs out,
+    as ``stopping_strategy="all_exhausted"`` followed by a new epoch).
 
-Memory: per reader one block of ``shuffle_buffer`` rows (arrow) plus one decoded chunk, and the parquet reader's
-current record batch; every subset has up to two readers (homogeneous, and mixed when r < 1): about
-``2 × n_subsets × shuffle_buffer × row size``. With ~70 subsets of ~2.5 KB rows a buffer of 10,000 holds ≈ 3.5 GB
-per process; lower ``data.shuffle_buffer`` when that matters.
+Memory does not grow with the data (benchmarks/RESULTS.md: peak RSS 1.04× from 100k to 1M rows), but with the
+readers: per reader one block of ``shuffle_buffer`` rows (arrow; datasets' re-batching and ``combine_chunks`` make
+about three copies of it at a time: ≈ 23 MB per reader for 10,000 rows of 0.7 KB, measured), one decoded chunk, and
+the parquet reader's current row group. Readers open lazily, and every subset has up to two (homogeneous, and mixed
+when r < 1): about ``3 × readers × shuffle_buffer × row size``. With ~70 subsets of ~2.5 KB rows a buffer of 10,000
+comes to ≈ 5 GB per process at r = 1 (10 GB at r < 1); lower ``data.shuffle_buffer`` when that matters. Files
+written as one huge row group cost that row group, decoded, per open reader.
 
 DataLoader workers (``num_workers`` > 0, ``data.stream_workers``): worker w of n produces the global batches
 k ≡ w (mod n), reading shard (rank·n + w) of (world·n), and sends every batch with its own state after it, so the
@@ -99,10 +103,25 @@ _LIVE_READERS: "weakref.WeakSet[_Reader]" = weakref.WeakSet()
 
 @atexit.register
 def _close_live_readers() -> None:
-    """Close open parquet generators before the interpreter tears modules down (else datasets' parquet generator
-    prints an ignored AttributeError at exit)."""
-    for r in list(_LIVE_READERS):
+    """Close open parquet generators before the interpreter tears modules down, then give pyarrow's scanner threads
+    the time datasets gives them (``datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN``, 5 s; apache/arrow#45214): a
+    process that exits with a parquet scan half read can abort ("terminate called without an active exception",
+    seen once in ~20 runs of the benchmark), and without the close datasets' generator prints an ignored
+    AttributeError at exit."""
+    open_ones = [r for r in list(_LIVE_READERS) if r._it is not None]
+    for r in open_ones:
         r.close()
+    if open_ones:
+        import gc
+        import time
+
+        gc.collect()
+        try:
+            from datasets import config
+
+            time.sleep(float(config.SLEEP_TIME_ON_THREADS_SHUTDOWN))
+        except Exception:  # noqa: BLE001 - at exit, nothing is worth raising for
+            pass
 
 
 def _seed32(*parts: int) -> int:
