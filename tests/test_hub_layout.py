@@ -149,3 +149,19 @@ def test_hub_path(tmp_path, monkeypatch):
                                                 r"--repo-type dataset --local-dir"):
         hub_path("a/b")
     assert hub_path("tiny") == "tiny" and hub_path(str(tmp_path)) == str(tmp_path)
+
+
+def test_the_row_transform_depends_on_the_row_not_its_arrival(mirror):
+    """A resumed stream or a DataLoader worker sees rows in another order: each row must give the same item."""
+    entry = [e for e in hub.expand_entry(get_entry("hub-finetune-kalm")) if e.hub.data_dir == "msmarco"][0]
+    rows = [r for _, _, r in hub.iter_hub_rows(entry.hub, shuffle_buffer=0)]
+    a = hub.row_transform(entry, "finetune", 5, frozenset(), seed=1)
+    b = hub.row_transform(entry, "finetune", 5, frozenset(), seed=1)
+    first = {it["query"]: it for it in map(a, rows)}
+    again = {it["query"]: it for it in map(b, reversed(rows))}
+    assert first == again and len(first) == len(rows)
+    for it in first.values():
+        assert len(it["neg"]) == 5 and len(set(it["neg"])) == 5 and it["pos"] not in it["neg"]
+    other = hub.row_transform(entry, "finetune", 5, frozenset(), seed=2)
+    assert [other(r)["neg"] for r in rows] != [it["neg"] for it in first.values()]   # the seed still matters
+    assert a.report.read == len(rows) and a.report.kept == len(rows)

@@ -11,6 +11,7 @@ One idea per file:
   instructions.py            the KaLM template with per-dataset instructions (texts live in catalog.yaml)
   training_set.py            one stage's torch Dataset (q, p⁺, M p⁻, task, teacher scores)
   sampler.py                 semi-homogeneous, distributed, length-grouped task batches
+  stream.py                  the Hub subsets streamed, one task per global batch, resumable (gpu / paper)
   encoders.py, search.py     any embedder -> unit vectors; exact top-k search (torch chunks / faiss)
   mining.py                  hard negatives from ranks [a, b) + ranking-consistency filter
   teacher.py                 cached, resumable teacher similarities for distillation
@@ -27,6 +28,7 @@ from .loader import load_corpus, load_hf_dataset, load_records, load_with_report
 from .mining import MiningReport, mine_dataset, mine_hard_negatives, scaled_ranges
 from .overlap import decontaminate, eval_test_texts, evaluated_files, normalize_text
 from .sampler import TaskBatchSampler
+from .stream import StreamSubset, TaskStream
 from .search import exact_topk
 from .teacher import TeacherScorer, data_hash, score_datasets, score_with_teacher
 from .training_set import KaLMTrainingDataset, build_training_set, stage_records
@@ -39,7 +41,7 @@ __all__ = [
     "resolve_data_dir", "as_encode_fn", "embedder_name", "load_sentence_transformer", "LoadReport", "RecordError", "apply_instruction", "format_query", "get_instruction",
     "instruction_table", "iter_jsonl", "write_jsonl", "example_based_labeling", "load_corpus", "load_hf_dataset", "load_records",
     "load_with_report", "to_hf_dataset", "MiningReport", "mine_dataset", "mine_hard_negatives", "scaled_ranges",
-    "decontaminate", "eval_test_texts", "evaluated_files", "normalize_text", "TaskBatchSampler", "exact_topk",
+    "decontaminate", "eval_test_texts", "evaluated_files", "normalize_text", "TaskBatchSampler", "StreamSubset", "TaskStream", "exact_topk",
     "TeacherScorer", "data_hash", "score_datasets", "score_with_teacher", "KaLMTrainingDataset",
     "build_training_set", "stage_records", "SCHEMAS", "validate_record", "dataset_table", "instruction_examples",
     "labeling_example", "load_qwen2_tokenizer", "token_lengths",
