@@ -30,7 +30,10 @@ def test_entries_are_complete_and_named_once():
         assert e.path or e.hub
     hub_repos = {e.hub.repo for e in CATALOG.values() if e.hub}
     assert hub_repos == {"HIT-TMG/KaLM-embedding-pretrain-data", "KaLM-Embedding/KaLM-embedding-finetuning-data"}
-    assert len([e for e in CATALOG.values() if e.hub and e.hub.repo.startswith("HIT-TMG")]) == 25
+    pre = [e for e in CATALOG.values() if e.hub and e.hub.repo.startswith("HIT-TMG")]
+    # the 25 sub-folders PAPER.md lists, one entry each, plus hub-pretrain-kalm: every subset, one task each ("*")
+    assert len({e.hub.data_dir for e in pre if e.hub.data_dir != "*"}) == 25
+    assert [e.name for e in pre if e.hub.data_dir == "*"] == ["hub-pretrain-kalm"]
 
 
 def test_duplicate_name_and_bad_fields_are_rejected(tmp_path):
