@@ -45,6 +45,7 @@ class Mutant:
 
 
 T = "tests/"
+_S, _TR, _TS = "kalm_lib/data/stream.py", "kalm_lib/train.py", "tests/test_stream.py::"
 MUTANTS = [
     # 1. cross-process gradient scale of the cached backward (DDP averages over W ranks; the loss is global)
     Mutant("gc-world-scale", "19.1", "kalm_lib/train.py", '(out["loss"] * self.world).backward()',
@@ -67,8 +68,8 @@ MUTANTS = [
     # 4. τ_kd default 0.05
     Mutant("tau-kd-loss-default", "19.4", "kalm_lib/losses/distillation.py", "DEFAULT_TAU_KD = 0.05",
            "DEFAULT_TAU_KD = 0.1", (T + "test_losses_distillation.py",), "distill_kl_loss's default τ_kd"),
-    Mutant("tau-kd-config-default", "19.4", "kalm_lib/losses/objective.py", "tau_kd: float = 0.05",
-           "tau_kd: float = 0.1", (T + "test_losses_objective.py",), "ObjectiveConfig's default τ_kd"),
+    Mutant("tau-kd-config-default", "19.4", "kalm_lib/losses/distillation.py", "DEFAULT_TAU_KD = 0.05",
+           "DEFAULT_TAU_KD = 0.1", (T + "test_losses_objective.py",), "the one default τ_kd (loss and ObjectiveConfig)"),
     # 5. a non-finite teacher score is never a target
     Mutant("teacher-nonfinite-mask", "19.5", "kalm_lib/train.py", "mask[i] = torch.isfinite(scores[i])",
            "mask[i] = True",
@@ -77,16 +78,16 @@ MUTANTS = [
     # 6. the ranking-consistency filter's edge and default
     Mutant("topk-edge-exclusive", "19.6", "kalm_lib/data/mining.py", "if k is not None and rank > k:",
            "if k is not None and rank >= k:", (T + "test_data_mining.py",), "rank 50 dropped"),
-    Mutant("topk-rank-off-by-one", "19.6", "kalm_lib/data/mining.py", "rank = 1 + int(above[qi])",
-           "rank = int(above[qi])", (T + "test_data_mining.py",), "rank 51 kept (V1's literal comparison)"),
+    Mutant("topk-rank-off-by-one", "19.6", "kalm_lib/data/mining.py", "rank = 1 + int(above[bi])",
+           "rank = int(above[bi])", (T + "test_data_mining.py",), "rank 51 kept (V1's literal comparison)"),
     Mutant("topk-default", "19.6", "kalm_lib/data/mining.py",
            "sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 50,",
            "sample_range: tuple[int, int] = (50, 100), filter_topk: int | None = 100,",
            (T + "test_data_mining.py",), "default top-k not 50"),
     # 7. s⁺ is the best positive
     Mutant("pos-best-min", "19.7", "kalm_lib/data/mining.py",
-           'pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])',
-           'pos_best = np.array([min(float(q_emb[i] @ c_emb[cand[p]]) for p in r["pos"]) for i, r in enumerate(records)])',
+           'pos_best = np.array([max(float(q_emb[i] @ c_emb[cand[p]]) for p in records[i]["pos"]) for i in range(lo, hi)])',
+           'pos_best = np.array([min(float(q_emb[i] @ c_emb[cand[p]]) for p in records[i]["pos"]) for i in range(lo, hi)])',
            (T + "test_data_mining.py",), "the rank follows the worst positive"),
     Mutant("pos-score-min", "19.7", "kalm_lib/data/mining.py", "s_plus = max(pos_s)", "s_plus = min(pos_s)",
            (T + "test_data_mining.py",), "the reported s⁺ is the worst positive"),
@@ -160,6 +161,33 @@ MUTANTS = [
     Mutant("gpu-path-double-instruction", "13.8", "kalm_lib/data/hub.py", 'parsed, out["query"] = split_instruction(q)',
            'parsed, out["query"] = None, q  # mutant: the wrapper stays on the query',
            (T + "test_gpu_path.py",), "the end-to-end gpu-path test sees two instructions (slow: ~4 min)"),
+    # issue 13.4: the training stream (tests/test_stream.py)
+    Mutant("stream-task-per-rank", "13.4", _S, 't = task_index(c["seed"], k, self.cum)', 't = task_index(c["seed"] + c["rank"], k, self.cum)',
+           (_TS + "test_every_batch_is_one_task_on_every_rank_from_disjoint_shards",), "ranks draw their own task"),
+    Mutant("stream-p-ignored", "13.4", _S, 'cum = np.cumsum(p / p.sum())', 'cum = np.cumsum(np.full(len(p), 1 / len(p)))',
+           (_TS + "test_task_frequencies_follow_the_probabilities",), "tasks drawn uniformly"),
+    Mutant("stream-ratio-ignored", "13.4", _S, 'self.keep = _local_homogeneous(cfg["batch_size"], cfg["world_size"], cfg["rank"], cfg["homogeneous_ratio"])',
+           'self.keep = cfg["batch_size"] // cfg["world_size"]', (_TS + "test_homogeneous_ratio_below_one_mixes_with_the_probabilities",), "r ignored"),
+    Mutant("stream-mixed-uniform", "13.4", _S, 'for j in np.minimum(np.searchsorted(self.cum, u, side="right"), len(self.cum) - 1):',
+           'for j in (u * len(self.cum)).astype(int):', (_TS + "test_homogeneous_ratio_below_one_mixes_with_the_probabilities",), "mixed items ignore p_i"),
+    Mutant("stream-no-node-split", "13.4", _S, 'ds = split_dataset_by_node(self._base(), rank=self.rank, world_size=self.world_size).with_format("arrow")',
+           'ds = self._base().with_format("arrow")', (_TS + "test_every_batch_is_one_task_on_every_rank_from_disjoint_shards", T + "test_every_epoch_splits_a_subset_between_the_ranks"), "every rank reads everything"),
+    Mutant("stream-resume-offset-lost", "13.4", _S, 'skip = self.offset if self._table is None else 0  # a resumed position inside this block', 'skip = 0',
+           (_TS + "test_resume_equals_the_uninterrupted_stream",), "resume restarts the block"),
+    Mutant("stream-resume-before-lost", "13.4", _S, 'ds.load_state_dict(self.before)', 'pass', (_TS + "test_resume_equals_the_uninterrupted_stream",), "datasets state not loaded"),
+    Mutant("stream-no-shard-shuffle", "13.4", _S, 'ds.set_epoch(_seed32(self.seed, self.epoch) + 1 if self.shuffle_buffer else 0)', 'ds.set_epoch(0)',
+           (_TS + "test_the_shuffle_buffer_permutes_each_epoch",), "shard order never shuffled"),
+    Mutant("stream-drops-uncounted", "13.4", _S, 'self.dropped += 1', 'pass', (_TS + "test_dropped_rows_are_counted_per_task_and_never_served",), "drops not counted"),
+    Mutant("stream-epoch-dropped-check", "13.4", _S, 'if self.kept_epoch == 0:', 'if False:', (_TS + "test_a_subset_that_never_yields_is_an_error_naming_it",), "an all-dropped epoch goes on"),
+    Mutant("stream-consecutive-check", "13.4", _S, 'if self.consecutive >= self.max_consecutive_drops:', 'if False:', (_TS + "test_a_subset_that_never_yields_is_an_error_naming_it",), "a long run of drops goes on"),
+    Mutant("stream-empty-shard-check", "13.4", _S, 'if self.rows_epoch == 0:', 'if False:', (_TS + "test_a_subset_that_never_yields_is_an_error_naming_it",), "an empty shard is not named"),
+    Mutant("stream-worker-state-dropped", "13.4", _S, 'self._states[w] = state', 'pass', (_TS + "test_workers_keep_one_task_per_batch_and_resume_exactly",), "worker states not kept"),
+    Mutant("stream-worker-order", "13.4", _S, 'w = (self.start + j) % n', 'w = j', (_TS + "test_workers_keep_one_task_per_batch_and_resume_exactly",), "worker j always logical j"),
+    Mutant("stream-trainer-no-restore", "13.4", _TR, 'self.dataset.load_state_dict(state["stream"][self.accelerator.process_index])', 'pass',
+           (_TS + "test_trainer_trains_from_a_stream_and_resumes_mid_stream_with_the_same_next_batch",), "resume restarts the stream"),
+    Mutant("stream-trainer-no-save", "13.4", _TR, 'state["stream"] = stream', 'pass',
+           (_TS + "test_trainer_trains_from_a_stream_and_resumes_mid_stream_with_the_same_next_batch",), "stream state not saved"),
+    Mutant("stream-trainer-schedule", "13.4", _TR, 'if not per_epoch:', 'if False:', (_TS + "test_trainer_stream_needs_max_steps_or_row_counts",), "no clear error without max_steps"),
 ]
 
 
