@@ -314,19 +314,6 @@ def hub_source_name(hub: HubSource) -> str:
     return f"hf://datasets/{hub.repo}" + (f"/{hub.data_dir}" if hub.data_dir else "")
 
 
-def open_hub_stream(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000):
-    """A ``datasets`` IterableDataset over one subset's parquet shards (Hub or mirror: the same files)."""
-    import datasets
-
-    if hub.data_dir in (None, ALL_SUBSETS):
-        raise DataError(f"{hub.repo}: name one subset (data_dir); expand_entry makes one entry per subset")
-    files = subset_files(hub.repo, hub.data_dir, hub.split)
-    ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-    if shuffle_buffer:
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    return ds
-
-
 def iter_hub_rows(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000,
                   batch_rows: int = 1024) -> Iterator[tuple[str, int, dict]]:
     """Yield ``(source, row_number, row)`` from one subset, shards in a seeded order, rows through a seeded shuffle
@@ -335,7 +322,7 @@ def iter_hub_rows(hub: HubSource, seed: int = 0, shuffle_buffer: int = 10_000,
     The capped reads of the map-style path (``max_rows``) stop early, subset after subset; ``datasets``' parquet
     stream sleeps 5 s whenever it is closed early (``SLEEP_TIME_ON_THREADS_SHUTDOWN``, its guard for
     apache/arrow#45214), i.e. 5 s per subset, so this reads the shards with pyarrow itself (same files, same
-    fsspec filesystems). Training streams use ``datasets`` (:func:`open_hub_stream`, kalm_lib/data/stream.py)."""
+    fsspec filesystems). Training streams read with ``datasets`` (kalm_lib/data/stream.py)."""
     import pyarrow.parquet as pq
 
     if hub.data_dir in (None, ALL_SUBSETS):
@@ -378,8 +365,8 @@ def row_transform(entry: CatalogEntry, stage: str, num_negatives: int, forbidden
     from .overlap import decontaminate
     from .validation import validate_record
 
-    report = report if report is not None else LoadReport(entry.name, source=hub_source_name(entry.hub))
     source = hub_source_name(entry.hub)
+    report = report if report is not None else LoadReport(entry.name, source=source)
     M = 0 if stage == "pretrain" else num_negatives
     count = [0]  # rows seen by this transform (for error messages; a worker or a resumed run counts from 0)
 
