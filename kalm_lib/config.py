@@ -96,6 +96,7 @@ class OptimConfig:
     grad_clip: float = _f(1.0, lo=0.0)  # max gradient norm; 0 = no clipping
     gradcache_chunk_size: int | None = _f(None, lo=1)  # None: plain backward; else GradCache with this sub-batch size
     sub_batch_size: int | None = _f(None, lo=1)  # plain step: embed each side in length-sorted sub-batches (less padding, same gradients)
+    packing: bool = False              # padding-free packed forward (kalm_lib/packing.py): same gradients, no pad tokens
     bf16: str = _f("auto", choices=("auto", "yes", "no"), from_bool=("yes", "no"))  # "auto" = bf16 autocast on GPU only
     gradient_checkpointing: bool = False
     compile: bool = False              # regional torch.compile of each decoder layer (model.compile_layers)

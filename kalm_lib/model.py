@@ -223,13 +223,37 @@ class KaLMEmbedder(nn.Module):
                             padding=True, return_tensors="pt")
             yield rows, dict(feats)
 
+    def tokenize_packed(self, texts: Sequence[str], max_length: int | None = None) -> dict:
+        """``texts`` as one padding-free packed row (``kalm_lib.packing.pack``), truncated to ``max_length``."""
+        from kalm_lib.packing import pack
+
+        if isinstance(texts, str):
+            raise TypeError("tokenize_packed expects a list of strings, not a single string")
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length or self.max_length)["input_ids"]
+        return pack(ids, max_positions=getattr(self.backbone.config, "max_position_embeddings", None))
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None, **_) -> torch.Tensor:
+                inputs_embeds: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                cu_seq_lens: torch.Tensor | None = None, max_length: int | None = None, **_) -> torch.Tensor:
         """Raw masked-mean-pooled embeddings e (B×d), not normalised.
 
-        ``inputs_embeds`` (B×L×h) replaces the token lookup: the trainer looks up every sub-batch of a
-        step at once, so that the 152k-row embedding table gets one dense gradient per step, not one
+        Padded (``input_ids``/``attention_mask`` B×L) or packed (``input_ids`` 1×N with ``position_ids``,
+        ``cu_seq_lens`` and ``max_length`` from ``tokenize_packed``; kalm_lib/packing.py): the same e.
+        ``inputs_embeds`` (B×L×h or 1×N×h) replaces the token lookup: the trainer looks up every sub-batch
+        of a step at once, so that the 152k-row embedding table gets one dense gradient per step, not one
         per sub-batch."""
+        if cu_seq_lens is not None:
+            from kalm_lib.packing import packed_attention, segment_mean
+
+            m = int(max_length) if max_length is not None else int((cu_seq_lens[1:] - cu_seq_lens[:-1]).max())
+            kw = dict(position_ids=position_ids, cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens,
+                      max_length_q=m, max_length_k=m)
+            with packed_attention(self.backbone):
+                if inputs_embeds is not None:
+                    out = self.backbone(inputs_embeds=inputs_embeds, **kw)
+                else:
+                    out = self.backbone(input_ids=input_ids, **kw)
+            return segment_mean(out.last_hidden_state, cu_seq_lens)
         if inputs_embeds is not None:
             out = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         else:

@@ -61,7 +61,7 @@ class RunFolderError(RuntimeError):
 # Config fields that change neither the schedule, the data nor the model: a resumed run may change them.
 _RESUME_FREE = {"log_every", "save_every", "keep_checkpoints", "resume", "progress_bar", "source", "output_dir",
                 "optim.max_nonfinite_skips", "optim.compile", "optim.gradient_checkpointing",
-                "optim.gradcache_chunk_size", "optim.sub_batch_size", "data.skip_invalid"}
+                "optim.gradcache_chunk_size", "optim.sub_batch_size", "optim.packing", "data.skip_invalid"}
 _CKPT_NAME = re.compile(r"step_\d{7}")
 
 
@@ -146,13 +146,24 @@ class StepRunner:
         unrelated lengths); gradients are unchanged. The plain step keeps every sub-batch's graph and
         back-propagates once, so it saves padded tokens, not memory (that is GradCache's job).
         """
-        chunk = self.cfg.optim.gradcache_chunk_size or self.cfg.optim.sub_batch_size
+        o = self.cfg.optim
+        # A packed side has no padding to save, so the plain step packs each side whole; GradCache still cuts
+        # sub-batches (its memory bound), sorted by length so that the CPU's re-padded attention pads little.
+        chunk = o.gradcache_chunk_size or (None if o.packing else o.sub_batch_size)
         parts, real, total = [], 0, 0
         dev = self.kalm.device
         # Passages = positives then negatives (query-major).
         passages = batch.positives + batch.negatives
         for kind, texts, max_len in (("q", batch.queries, self.cfg.data.query_max_len),
                                      ("p", passages, self.cfg.data.passage_max_len)):
+            if o.packing:
+                feats = [(torch.tensor(rows, device=dev), self._pack(f)) for rows, f in
+                         self._token_batches(texts, chunk or len(texts), max_len)]
+                for rows, f in feats:
+                    n = int(f["input_ids"].numel())
+                    real, total = real + n, total + n
+                    parts.append((kind, rows, f))
+                continue
             if chunk is None or chunk >= len(texts):
                 f = self._tokenize(texts, max_len)  # one padded tensor per side
                 feats = [(torch.arange(len(texts), device=dev), f)]
@@ -165,6 +176,29 @@ class StepRunner:
                 total += f["attention_mask"].numel()
                 parts.append((kind, rows, f))
         return parts, real, total
+
+    def _token_batches(self, texts, size: int, max_len: int):
+        """(rows, token-id lists) per length-sorted sub-batch of ``size`` (``size`` ≥ len: one, in order)."""
+        ids = self.kalm.tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]
+        if size >= len(ids):
+            yield list(range(len(ids))), ids
+            return
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for s in range(0, len(order), size):
+            rows = order[s:s + size]
+            yield rows, [ids[i] for i in rows]
+
+    def _pack(self, ids) -> dict:
+        from kalm_lib.packing import pack
+
+        f = pack(ids, device=self.kalm.device,
+                 max_positions=getattr(self.kalm.backbone.config, "max_position_embeddings", None))
+        return f
+
+    @staticmethod
+    def _embed_kwargs(f: dict) -> dict:
+        """``f`` without its token ids (the forward gets ``inputs_embeds`` from the shared lookup instead)."""
+        return {k: v for k, v in f.items() if k != "input_ids"}
 
     @staticmethod
     def _in_order(chunks: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
@@ -206,8 +240,7 @@ class StepRunner:
             embs, rows = {"q": [], "p": []}, {"q": [], "p": []}
             looked_up = self._lookup_once(parts) if len(parts) > 1 else [None] * len(parts)
             for (kind, r, f), x in zip(parts, looked_up):
-                embs[kind].append(self.model(**f) if x is None else
-                                  self.model(inputs_embeds=x, attention_mask=f["attention_mask"]))
+                embs[kind].append(self.model(**f) if x is None else self.model(inputs_embeds=x, **self._embed_kwargs(f)))
                 rows[kind].append(r)
             out = self._loss(self._in_order(embs["q"], rows["q"]), self._in_order(embs["p"], rows["p"]), batch)
             if self._finite(out):  # a non-finite loss has nothing to back-propagate; the trainer skips the step
@@ -250,15 +283,29 @@ class StepRunner:
         (out["loss"] * self.world).backward()
         grads = {"q": q.grad, "p": p.grad}
         # 3) re-embed each sub-batch with a graph and back-propagate ⟨e, ∂L/∂e⟩; gradients are
-        #    synchronised across processes only on the last sub-batch
+        #    synchronised across processes only on the last sub-batch. The token embeddings of every
+        #    sub-batch come from one lookup (as on the plain step, ``_lookup_once``): each sub-batch's
+        #    backward stops at its detached input embeddings, and the last one carries Σ ⟨x_k, ∂L/∂x_k⟩ of
+        #    the others, so the 152k-row table gets one dense gradient per step instead of one per sub-batch.
         sync = self.accelerator.no_sync if self.accelerator is not None else (lambda _m: nullcontext())
-        for n, ((kind, r, f), st) in enumerate(zip(parts, states)):
+        looked_up = self._lookup_once(parts) if len(parts) > 1 else [None] * len(parts)
+        held = []  # (looked-up embeddings with their graph, their gradient) of the sub-batches done so far
+        for n, ((kind, r, f), st, x) in enumerate(zip(parts, states, looked_up)):
+            last = n == len(parts) - 1
             current = _RandState()
             st.restore()
-            ctx = nullcontext() if n == len(parts) - 1 else sync(self.model)
-            with ctx:
-                emb = self.model(**f)
-                self._backward((emb * grads[kind][r].to(emb.dtype)).sum())
+            with nullcontext() if last else sync(self.model):
+                if x is None:
+                    emb = self.model(**f)
+                else:
+                    xin = x if last else x.detach().requires_grad_()
+                    emb = self.model(inputs_embeds=xin, **self._embed_kwargs(f))
+                surrogate = (emb * grads[kind][r].to(emb.dtype)).sum()
+                if last and held:
+                    surrogate = surrogate + sum((xh * gh).sum() for xh, gh in held)
+                self._backward(surrogate)
+                if x is not None and not last:
+                    held.append((x, xin.grad))
             current.restore()
         return out
 
