@@ -10,6 +10,7 @@ sentence-transformers' default ``BatchSamplers.BATCH_SAMPLER`` gives: the peer h
 counted by kalm's own ``StepRunner._features``, i.e. exactly the tensors a training step embeds:
 
   plain        queries padded together, positives + negatives padded together
+  packed       the plain step with ``optim.packing``: no pad token by construction (0%)
   sub-batched  the plain step with ``optim.sub_batch_size = --chunk``: each side sorted by length, then
                cut into sub-batches of ``--chunk`` texts, each padded to its own longest text
   GradCache    ``optim.gradcache_chunk_size = --chunk``: the same sorted sub-batches (kalm_lib/train.py)
@@ -43,6 +44,10 @@ def measure(runner, ds, *, group: bool, batch_size: int, num_negatives: int, max
             break
         parts, r, t = runner._features(Batch.from_examples([ds[int(i)] for i in idx], num_negatives))
         for kind, _, f in parts:
+            if "cu_seq_lens" in f:  # packed: every embedded token is real
+                side[kind][0] += f["input_ids"].numel()
+                side[kind][1] += f["input_ids"].numel()
+                continue
             side[kind][0] += int(f["attention_mask"].sum())
             side[kind][1] += f["attention_mask"].numel()
         real, total = real + r, total + t
@@ -85,20 +90,25 @@ def main(argv=None) -> dict:
                "chunk": args.chunk}
         plain = copy.deepcopy(cfg)
         plain.optim.gradcache_chunk_size = plain.optim.sub_batch_size = None
+        plain.optim.packing = False
+        packed = copy.deepcopy(plain)
+        packed.optim.packing = True
         sub = copy.deepcopy(plain)
         sub.optim.sub_batch_size = args.chunk
         cached = copy.deepcopy(plain)
         cached.optim.gradcache_chunk_size = args.chunk
         limit = 20 if args.quick else (args.max_batches or None)
         for key, c, group in (("random", plain, False), ("grouped", plain, True),
-                              ("grouped_sub_batches", sub, True), ("grouped_gradcache", cached, True)):
+                              ("grouped_sub_batches", sub, True), ("grouped_gradcache", cached, True),
+                              ("grouped_packed", packed, True)):
             runner = StepRunner(None, kalm, None, c)
             row[key] = measure(runner, ds, group=group, batch_size=b, num_negatives=m, max_batches=limit)
         print(f"-- {args.profile}/{stage}: M={m}, {len(ds)} examples from {row['datasets']} datasets, batch {b}, "
               f"max len {d.query_max_len}/{d.passage_max_len}, {row['grouped']['batches']} batches measured per row")
         for name, key in (("random batches (peer)", "random"), ("length-grouped", "grouped"),
                           (f"grouped + sub-batches {args.chunk}", "grouped_sub_batches"),
-                          (f"grouped + GradCache {args.chunk}", "grouped_gradcache")):
+                          (f"grouped + GradCache {args.chunk}", "grouped_gradcache"),
+                          ("grouped + packing", "grouped_packed")):
             x = row[key]
             print(f"   {name:24s}: padding {x['padding_fraction']:6.1%} of embedded tokens (per-batch median "
                   f"{x['median_batch_padding']:.1%}, max {x['max_batch_padding']:.1%}; queries "

@@ -176,7 +176,7 @@ def sampler_batches(dataset, batch_size: int, n: int, seed: int = 0) -> list[lis
 
 def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: int | None, max_len: int,
                rounds: int, warmup: int, per_round: int = 3, tau: float = 0.05, lr: float = 1e-4,
-               sub_batch: int | None = None) -> dict:
+               sub_batch: int | None = None, packing: bool = False) -> dict:
     """One configuration. A round = one training step on each of the same ``per_round`` batches, so that
     every round (of either side) does the same work and round times can be compared as medians; the
     batches come from kalm's length-grouped sampler and differ in length (1-3 s per step here)."""
@@ -190,7 +190,8 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
     kalm_copy = C.kalm_on(st_copy, kalm_model.tokenizer, max_len)
     with tempfile.TemporaryDirectory(prefix="kalm-bench-run-") as tmp:
         trainer = make_kalm(kalm_copy, dataset, batch_size=batch_size, max_len=max_len, tau=tau, lr=lr,
-                            chunk=chunk, out_dir=Path(tmp), sub_batch=sub_batch)
+                            chunk=chunk, out_dir=Path(tmp), sub_batch=sub_batch,
+                            optim_extra={"packing": True} if packing else None)
         loss_fn, opt = make_peer(st_copy, tau=tau, lr=lr, chunk=chunk)
         first_loss = same_loss_check(trainer, st_copy, loss_fn, batches[0])
         rec = {"kalm": [], "peer": []}
@@ -209,7 +210,7 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
         print(f"   WARNING: real token counts differ: kalm {real_k} vs peer {real_p}")
     pairs = batch_size * len(batches)
     tk, tp = statistics.median(times["kalm"]), statistics.median(times["peer"])
-    res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "sub_batch": sub_batch,
+    res = {"name": name, "batch_size": batch_size, "gradcache_chunk": chunk, "sub_batch": sub_batch, "packing": packing,
            "max_len": max_len, "tau": tau,
            "rounds": rounds, "warmup": warmup, "batches_per_round": len(batches),
            "kalm_round_s_median": tk, "peer_round_s_median": tp,
@@ -225,7 +226,7 @@ def run_config(name: str, kalm_model, st, dataset, *, batch_size: int, chunk: in
     fused = [getattr(getattr(o, "optimizer", o), "defaults", {}).get("fused") for o in (trainer.optimizer, opt)]
     res["fused_adamw"] = {"kalm": fused[0], "peer": fused[1]}
     print(f"-- {name}: batch {batch_size} pairs (+1 hard negative), L={max_len}, GradCache chunk {chunk}, "
-          f"kalm sub-batch {sub_batch}; "
+          f"kalm sub-batch {sub_batch}, packing {packing}; "
           f"{rounds} timed rounds of {len(batches)} steps after {warmup} warm-up round; AdamW fused: kalm "
           f"{fused[0]}, peer {fused[1]}")
     print(f"   kalm_lib : {C.fmt(res['kalm_pairs_per_s'], 1):>8} pairs/s  {C.fmt(res['kalm_tokens_per_s'], 0):>8} tokens/s"
@@ -247,8 +248,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run of the script)")
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--only", choices=("mnrl", "mnrl-sub", "cached"), default=None,
-                    help="run one of the three configurations")
+    ap.add_argument("--only", choices=("mnrl", "mnrl-sub", "mnrl-packed", "cached", "cached-packed"), default=None,
+                    help="run one of the five configurations")
     args = ap.parse_args(argv)
     import torch
 
@@ -271,9 +272,15 @@ def main(argv=None) -> dict:
     if args.only in (None, "mnrl-sub"):
         results.append(run_config("MNRL, kalm sub-batches 16", kalm, st, ds, batch_size=32, chunk=None,
                                   max_len=args.max_len, rounds=rounds, warmup=warm, sub_batch=16))
+    if args.only in (None, "mnrl-packed"):
+        results.append(run_config("MNRL, kalm packed", kalm, st, ds, batch_size=32, chunk=None,
+                                  max_len=args.max_len, rounds=rounds, warmup=warm, packing=True))
     if args.only in (None, "cached"):
         results.append(run_config("CachedMNRL (GradCache)", kalm, st, ds, batch_size=32, chunk=16,
                                   max_len=args.max_len, rounds=rounds, warmup=warm))
+    if args.only in (None, "cached-packed"):
+        results.append(run_config("CachedMNRL (GradCache), kalm packed", kalm, st, ds, batch_size=32, chunk=16,
+                                  max_len=args.max_len, rounds=rounds, warmup=warm, packing=True))
     out = {"machine": info, "command": "benchmarks/bench_train.py" + (" --quick" if args.quick else ""),
            "configs": results}
     C.write_json("train", out)

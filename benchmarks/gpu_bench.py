@@ -16,8 +16,10 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
   profile       torch.profiler over 2 kalm plain steps: the top kernels by device time and the share of
                 matrix products, attention and everything else (also $OUT/gpu_profile.txt)
   levers        kalm only, the plain step at batch B with one MFU lever each, on a fresh copy of the
-                weights: optim.compile (regional torch.compile), batch 2B with gradient checkpointing,
-                both together; tokens/s and MFU against the train-plain section's kalm figure
+                weights: optim.packing (varlen attention; on fixed-length texts, then padded vs packed on
+                mixed lengths 16..seq-len), optim.compile (regional torch.compile), batch 2B with gradient
+                checkpointing, their combinations, and a frozen embedding table (the upper bound of a
+                sparse-gradient variant); tokens/s (real tokens) and MFU against the train-plain kalm figure
 Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
@@ -172,7 +174,7 @@ def run_train(name, kalm, st, peer_acc, items, *, batch, chunk, seq_len, rounds,
 
 
 @contextlib.contextmanager
-def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None):
+def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None, prepare=None):
     """A StageTrainer (plain step, bf16) around a fresh copy of the saved weights: compile and
     checkpointing change the module in place, so every lever and the profile get their own copy.
     Yields (trainer, kalm); the context drops its own references to them on exit."""
@@ -182,6 +184,8 @@ def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None):
     from kalm_lib.model import KaLMEmbedder
 
     kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
+    if prepare is not None:  # a lever that changes the model before the optimizer sees its parameters
+        prepare(kalm)
     with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
         trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
                               chunk=None, out_dir=Path(tmp), bf16="yes", optim_extra=optim_extra)
@@ -191,8 +195,16 @@ def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None):
             del trainer, kalm
 
 
-def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra):
-    """kalm's plain step alone with extra ``optim.*`` settings, on a fresh copy of the saved weights."""
+def freeze_embedding_table(kalm) -> None:
+    """The frozen-table lever: no dense |V|×h gradient and no AdamW update of the 136M-parameter table. It
+    changes the training (the token embeddings stay at their initial values), so it is measured as the upper
+    bound of what a sparse-row variant could save, not offered as a default."""
+    kalm.backbone.get_input_embeddings().weight.requires_grad_(False)
+
+
+def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra, prepare=None):
+    """kalm's plain step alone with extra ``optim.*`` settings, on a fresh copy of the saved weights.
+    Tokens/s and MFU count real tokens only (padding excluded), so padded and packed rows compare."""
     import bench_train as T
     import torch
 
@@ -202,7 +214,7 @@ def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sy
     rec = []
     t0 = time.perf_counter()
     with fresh_trainer(folder, items, batch=batch, seq_len=seq_len, device=device,
-                       optim_extra=optim_extra) as (trainer, kalm):
+                       optim_extra=optim_extra, prepare=prepare) as (trainer, kalm):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
@@ -212,15 +224,17 @@ def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sy
         wall, _ = C.interleave({"kalm": step}, rounds=rounds, warmup=warmup, sync=sync)
         fpt, _ = model_flops_per_token(kalm, seq_len)
     t = statistics.median(wall["kalm"])
-    total = statistics.mean(x[2] for x in rec[warmup:])
+    total = statistics.mean(x[1] for x in rec[warmup:])  # real tokens
+    embedded = statistics.mean(x[2] for x in rec[warmup:])  # real + padding
     peak = _peak()
     res = {"name": f"lever: {name}", "batch": batch, "seq_len": seq_len, "optim": optim_extra, "rounds": rounds,
            "kalm_step_s": t, "kalm_tokens_per_s": total / t, "kalm_mfu": fpt * total / t / peak if peak else None,
-           "wall_incl_warmup_s": time.perf_counter() - t0}
+           "padding_fraction": 1 - total / embedded, "wall_incl_warmup_s": time.perf_counter() - t0}
     if device.type == "cuda":
         res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     mfu = f"{res['kalm_mfu']:.1%}" if res["kalm_mfu"] is not None else "n/a"
-    print(f"-- lever {name}: batch {batch}, optim {optim_extra}: {res['kalm_tokens_per_s']:,.0f} tokens/s, step "
+    print(f"-- lever {name}: batch {batch}, optim {optim_extra}, padding {res['padding_fraction']:.1%}: "
+          f"{res['kalm_tokens_per_s']:,.0f} tokens/s, step "
           f"{t:.3f} s, MFU {mfu}" + (f", max memory {res['max_memory_gb']:.1f} GB" if "max_memory_gb" in res else "")
           + f" ({res['wall_incl_warmup_s']:.0f} s with warm-up/compilation)")
     return res
@@ -458,15 +472,30 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001
                 print(f"-- profile: FAILED ({type(err).__name__}: {str(err)[:300]})")
 
-        levers = (("compile", batch, {"compile": True}),
-                  ("batch x2 + checkpointing", 2 * batch, {"gradient_checkpointing": True}),
-                  ("compile + batch x2 + checkpointing", 2 * batch, {"compile": True, "gradient_checkpointing": True}))
-        for name, b, extra in levers:
+        # Mixed lengths (uniform in 16..seq_len, as real data): what packing removes is padding, which the
+        # fixed-length items above do not have (there packing measures the varlen kernel alone).
+        mixed_lens = rng.integers(16, seq_len + 1, size=3 * need)
+        mixed_texts = synth_texts(kalm.tokenizer, words, 3 * need, mixed_lens, rng)
+        mixed = [{"query": mixed_texts[3 * i], "pos": mixed_texts[3 * i + 1], "neg": [mixed_texts[3 * i + 2]],
+                  "task": "synthetic"} for i in range(need)]
+        # (name, batch, optim.*, items, model change); each against the train-plain kalm figure, or the line above
+        levers = (("packing", batch, {"packing": True}, items, None),
+                  ("mixed lengths, padded", batch, {}, mixed, None),
+                  ("mixed lengths, packing", batch, {"packing": True}, mixed, None),
+                  ("compile", batch, {"compile": True}, items, None),
+                  ("batch x2 + checkpointing", 2 * batch, {"gradient_checkpointing": True}, items, None),
+                  ("compile + batch x2 + checkpointing", 2 * batch, {"compile": True, "gradient_checkpointing": True},
+                   items, None),
+                  ("packing + compile + batch x2 + checkpointing", 2 * batch,
+                   {"packing": True, "compile": True, "gradient_checkpointing": True}, items, None),
+                  ("frozen embedding table (upper bound)", batch, {}, items, freeze_embedding_table))
+        for name, b, extra, its, prep in levers:
             if over_budget(f"lever {name}"):
                 continue
             try:
-                results["sections"].append(run_lever(name, folder, items, batch=b, seq_len=seq_len, rounds=4,
-                                                     warmup=3, device=device, sync=sync, optim_extra=extra))
+                results["sections"].append(run_lever(name, folder, its, batch=b, seq_len=seq_len, rounds=4,
+                                                     warmup=3, device=device, sync=sync, optim_extra=extra,
+                                                     prepare=prep))
             except Exception as err:  # noqa: BLE001 - one failed lever must not lose the figures above
                 print(f"-- lever {name}: FAILED ({type(err).__name__}: {str(err)[:300]})")
                 results["sections"].append({"name": f"lever: {name}", "error": f"{type(err).__name__}: {err}"})

@@ -163,3 +163,39 @@ def test_gradcache_looks_tokens_up_once_with_a_graph(packing):
     finally:
         hook.remove()
     assert graph_calls == [total]
+
+
+# --------------------------------------------------------------------------- the GPU kernels' plumbing
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False,
+                      causal=None, softmax_scale=None, dropout_p=0.0):
+    """Naive stand-in with the documented contract of torch.nn.attention.varlen.varlen_attn (and of flash-attn's
+    flash_attn_varlen_func: ``causal``, ``softmax_scale``): q (T×H×D), k, v (T×H_kv×D), sequences by cu offsets,
+    window (-1, 0) = causal. Lets CPU check what kalm_lib hands the CUDA kernels: layout, offsets, flags."""
+    assert q.dim() == k.dim() == v.dim() == 3 and cu_q.dtype == torch.int32 and torch.equal(cu_q, cu_k)
+    assert max_q == max_k == int((cu_q[1:] - cu_q[:-1]).max())
+    is_causal = bool(causal) if causal is not None else tuple(window_size) == (-1, 0)
+    scale = softmax_scale if softmax_scale is not None else scale
+    if k.shape[1] != q.shape[1]:
+        assert enable_gqa or causal is not None  # flash-attn takes GQA implicitly
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    out = torch.empty_like(q)
+    for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+        s = torch.einsum("thd,shd->hts", q[a:b], k[a:b]) * (scale if scale is not None else q.shape[-1] ** -0.5)
+        if is_causal:
+            s = s.masked_fill(~torch.ones(b - a, b - a, dtype=torch.bool).tril(), float("-inf"))
+        out[a:b] = torch.einsum("hts,shd->thd", s.softmax(-1), v[a:b])
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["varlen", "flash_attn"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_gpu_kernel_call_matches_padded(monkeypatch, kernel, causal):
+    import kalm_lib.packing as P
+
+    monkeypatch.setattr(P, "attention_backend", lambda device, dtype: kernel)
+    monkeypatch.setattr(P, "_torch_varlen" if kernel == "varlen" else "_flash_attn_varlen", lambda: _reference_varlen)
+    model = _model(causal)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**model.tokenize_packed(TEXTS)), model(**model.tokenize(TEXTS)),
+                                   atol=1e-5, rtol=1e-5)

@@ -226,7 +226,7 @@ def test_config_errors_are_clear(tmp_path):
 # --------------------------------------------------------------------------- two processes
 @pytest.mark.slow
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("modes", [("plain", "gc3"), ("sub3",)], ids=["plain+gc3", "sub3"])
+@pytest.mark.parametrize("modes", [("plain", "gc3"), ("sub3", "pack", "pack_gc3")], ids=["plain+gc3", "sub3+packed"])
 def test_two_process_step_equals_one_process(tmp_path, modes):
     """torchrun (gloo, 2 ranks × 4) gives the same loss, gradient norm and updated weights as 1 process × 8, for
     each step kind of tests/two_process_step.py, several per launch: the plain step; GradCache (the gpu and paper

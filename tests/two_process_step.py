@@ -6,6 +6,9 @@ Usage: ``two_process_step.py OUT_DIR MODE [MODE ...]``, MODE one of
     sub3    the plain step in length-sorted sub-batches of 3 (one token lookup outside DDP's forward)
     gc3     GradCache in chunks of 3 (the gpu and paper profiles' step): a no-graph forward, the loss
             backward to the embeddings, then one re-forward per chunk under ``no_sync`` but the last
+            (every chunk's token embeddings from one lookup, whose gradient the last re-forward carries)
+    pack    the plain step packed (optim.packing: one padding-free row per side)
+    pack_gc3  GradCache in chunks of 3, each chunk packed
 
 Each MODE trains into OUT_DIR/MODE, one after the other in the same process (group), so one torchrun
 launch checks several steps for the price of one start-up. Used by
@@ -21,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import ToyDataset, toy_config  # noqa: E402
 
-MODES = {"plain": {}, "sub3": {"sub_batch_size": 3}, "gc3": {"gradcache_chunk_size": 3}}
+MODES = {"plain": {}, "sub3": {"sub_batch_size": 3}, "gc3": {"gradcache_chunk_size": 3},
+         "pack": {"packing": True}, "pack_gc3": {"packing": True, "gradcache_chunk_size": 3}}
 
 
 def run(out: Path, mode: str):
