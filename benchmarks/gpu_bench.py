@@ -321,6 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--encode-texts", type=int, default=None)
     ap.add_argument("--no-levers", action="store_true", help="skip the MFU lever and profile sections")
+    ap.add_argument("--levers", default=None,
+                    help="run only the levers whose name contains one of these ';'-separated words (e.g. 'packing')")
     ap.add_argument("--budget-s", type=float, default=420, help="skip later sections past this many seconds")
     ap.add_argument("--json", default=None, help="also write the results here (default $OUT/gpu_check.json)")
     args = ap.parse_args(argv)
@@ -397,6 +399,12 @@ def main(argv=None) -> int:
     print(f"training texts: {len(texts)} synthetic word sequences, >= {min(lens)} tokens each (truncated to {seq_len})")
     items = [{"query": texts[3 * i], "pos": texts[3 * i + 1], "neg": [texts[3 * i + 2]], "task": "synthetic"}
              for i in range(need)]
+    # Mixed lengths (uniform in 16..seq_len, as real data): what packing removes is padding, which the
+    # fixed-length items do not have (there packing measures the varlen kernel alone).
+    mixed_lens = rng.integers(16, seq_len + 1, size=3 * need)
+    mixed_texts = synth_texts(kalm.tokenizer, words, 3 * need, mixed_lens, rng)
+    mixed = [{"query": mixed_texts[3 * i], "pos": mixed_texts[3 * i + 1], "neg": [mixed_texts[3 * i + 2]],
+              "task": "synthetic"} for i in range(need)]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": torch.cuda.get_device_name(0) if cuda else "cpu",
                "env": env["found"], "shape": shape, "seq_len": seq_len, "sections": []}
 
@@ -472,12 +480,6 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001
                 print(f"-- profile: FAILED ({type(err).__name__}: {str(err)[:300]})")
 
-        # Mixed lengths (uniform in 16..seq_len, as real data): what packing removes is padding, which the
-        # fixed-length items above do not have (there packing measures the varlen kernel alone).
-        mixed_lens = rng.integers(16, seq_len + 1, size=3 * need)
-        mixed_texts = synth_texts(kalm.tokenizer, words, 3 * need, mixed_lens, rng)
-        mixed = [{"query": mixed_texts[3 * i], "pos": mixed_texts[3 * i + 1], "neg": [mixed_texts[3 * i + 2]],
-                  "task": "synthetic"} for i in range(need)]
         # (name, batch, optim.*, items, model change); each against the train-plain kalm figure, or the line above
         levers = (("packing", batch, {"packing": True}, items, None),
                   ("mixed lengths, padded", batch, {}, mixed, None),
@@ -489,7 +491,10 @@ def main(argv=None) -> int:
                   ("packing + compile + batch x2 + checkpointing", 2 * batch,
                    {"packing": True, "compile": True, "gradient_checkpointing": True}, items, None),
                   ("frozen embedding table (upper bound)", batch, {}, items, freeze_embedding_table))
+        wanted = [w.strip() for w in args.levers.split(";")] if args.levers else None
         for name, b, extra, its, prep in levers:
+            if wanted is not None and not any(w in name for w in wanted):
+                continue
             if over_budget(f"lever {name}"):
                 continue
             try:

@@ -260,6 +260,19 @@ class KaLMEmbedder(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return mean_pool(out.last_hidden_state, attention_mask)
 
+    def enable_checkpointing(self) -> None:
+        """Activation (gradient) checkpointing of every decoder layer, non-reentrant: each layer's activations
+        are recomputed in the backward pass instead of stored. The recompute runs under the attention
+        implementation of the forward it repeats (packed or padded; ``packing.same_attention_on_recompute``)."""
+        from kalm_lib.packing import same_attention_on_recompute
+
+        kw = {"use_reentrant": False, "context_fn": same_attention_on_recompute(self.backbone)}
+        bb = self.backbone
+        if hasattr(bb, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name goes in v6
+            bb.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
     @torch.inference_mode()  # as sentence-transformers: no autograd bookkeeping at all (~2% on the smoke model)
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, max_length: int | None = None,
                dim: int | None = None, instruction: str | None = None,

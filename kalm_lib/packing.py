@@ -29,6 +29,9 @@ layer and forwards extra keyword arguments of the model's ``forward`` to it (the
 FlashAttention path takes for ``cu_seq_lens_q``). ``packed_attention`` switches a backbone to the
 ``"kalm_varlen"`` function registered here for the duration of one forward; its mask function returns no
 mask, so no N × N mask is ever built (transformers would otherwise build one for packed causal inputs).
+Activation checkpointing recomputes each layer during the backward pass, after that block has ended: the
+recompute must see the same attention function as the forward (else it saves different tensors and torch
+raises ``CheckpointError``), which ``same_attention_on_recompute`` arranges (``KaLMEmbedder.enable_checkpointing``).
 """
 
 from __future__ import annotations
@@ -198,13 +201,27 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def packed_attention(backbone: torch.nn.Module):
-    """Route ``backbone``'s attention through ``varlen_attention`` for the duration of the block."""
-    _register()
-    cfg = backbone.config
-    old = cfg._attn_implementation
-    cfg._attn_implementation = ATTN_NAME
+def _attention_implementation(config, name: str):
+    old = config._attn_implementation
+    config._attn_implementation = name
     try:
         yield
     finally:
-        cfg._attn_implementation = old
+        config._attn_implementation = old
+
+
+def packed_attention(backbone: torch.nn.Module):
+    """Route ``backbone``'s attention through ``varlen_attention`` for the duration of the block."""
+    _register()
+    return _attention_implementation(backbone.config, ATTN_NAME)
+
+
+def same_attention_on_recompute(backbone: torch.nn.Module):
+    """A ``context_fn`` for ``torch.utils.checkpoint.checkpoint`` (non-reentrant): the backward pass's
+    recompute of a layer runs under the attention implementation its forward saw (packed or padded)."""
+    cfg = backbone.config
+
+    def context_fn():
+        return contextlib.nullcontext(), _attention_implementation(cfg, cfg._attn_implementation)
+
+    return context_fn

@@ -436,11 +436,7 @@ class StageTrainer:
         self.callbacks = list(callbacks)
         self.kalm = model if model is not None else build_model(cfg)
         if cfg.optim.gradient_checkpointing:
-            bb = self.kalm.backbone
-            if hasattr(bb, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name goes in v6
-                bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.kalm.enable_checkpointing()
         if cfg.optim.compile:
             n = compile_layers(self.kalm.backbone)
             log.info("optim.compile: %d decoder layers compiled in place (first steps of each new shape compile)", n)

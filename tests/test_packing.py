@@ -125,6 +125,9 @@ def _step(optim: dict, distill=True):
     cfg = toy_config(Path("/tmp"), model={"tiny": {**TOY_TINY, "initializer_range": 0.3}},
                      optim=optim, objective={"distill_weight": 1.0} if distill else {})
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny).double()
+    if cfg.optim.gradient_checkpointing:  # as StageTrainer does: the layers recompute in the backward pass
+        model.enable_checkpointing()
+        assert model.backbone.is_gradient_checkpointing
     runner = StepRunner(model, model, KaLMObjective(cfg.objective), cfg, accelerator=None,
                         generator=torch.Generator().manual_seed(1))
     ds = ToyDataset(num_negatives=3, teacher=distill)
@@ -136,7 +139,9 @@ def _step(optim: dict, distill=True):
                                    {"packing": True, "gradient_checkpointing": True}],
                          ids=["plain", "gradcache", "checkpointing"])
 def test_packed_step_equals_padded_step(optim):
-    """StepRunner with optim.packing: the loss and every gradient of the padded full-batch step, no padding."""
+    """StepRunner with optim.packing: the loss and every gradient of the padded full-batch step, no padding.
+    With checkpointing the backward pass recomputes each layer after the packed forward has returned: it must
+    run the packed attention again (a padded recompute saves other tensors: torch's CheckpointError)."""
     ref_terms, ref, (real, total) = _step({})
     terms, got, (p_real, p_total) = _step(optim)
     assert real < total and p_real == p_total == real  # same real tokens, none padded
