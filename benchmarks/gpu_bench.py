@@ -18,8 +18,8 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
   levers        kalm only, the plain step at batch B with one MFU lever each, on a fresh copy of the
                 weights: optim.packing (varlen attention; on fixed-length texts, then padded vs packed on
                 mixed lengths 16..seq-len), optim.compile (regional torch.compile), batch 2B with gradient
-                checkpointing, their combinations, and a frozen embedding table (the upper bound of a
-                sparse-gradient variant); tokens/s (real tokens) and MFU against the train-plain kalm figure
+                checkpointing, their combinations, a frozen embedding table (the upper bound of a
+                sparse-gradient variant) and AdamW foreach instead of fused (what the fused kernel buys); tokens/s (real tokens) and MFU against the train-plain kalm figure
 Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.
@@ -184,11 +184,13 @@ def fresh_trainer(folder, items, *, batch, seq_len, device, optim_extra=None, pr
     from kalm_lib.model import KaLMEmbedder
 
     kalm = KaLMEmbedder.load(folder / "model", max_length=seq_len).to(device)
-    if prepare is not None:  # a lever that changes the model before the optimizer sees its parameters
-        prepare(kalm)
+    # a lever that changes the model before the optimizer sees its parameters; it may return a context that
+    # stays open while the trainer is built
+    around = prepare(kalm) if prepare is not None else None
     with tempfile.TemporaryDirectory(prefix="kalm-gpu-") as tmp:
-        trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05, lr=1e-5,
-                              chunk=None, out_dir=Path(tmp), bf16="yes", optim_extra=optim_extra)
+        with around if around is not None else contextlib.nullcontext():
+            trainer = T.make_kalm(kalm, C.ListDataset(items), batch_size=batch, max_len=seq_len, tau=0.05,
+                                  lr=1e-5, chunk=None, out_dir=Path(tmp), bf16="yes", optim_extra=optim_extra)
         try:
             yield trainer, kalm
         finally:
@@ -200,6 +202,29 @@ def freeze_embedding_table(kalm) -> None:
     changes the training (the token embeddings stay at their initial values), so it is measured as the upper
     bound of what a sparse-row variant could save, not offered as a default."""
     kalm.backbone.get_input_embeddings().weight.requires_grad_(False)
+
+
+def unfused_adamw(kalm):
+    """The fused-AdamW lever, measured backwards: StageTrainer builds ``AdamW(fused=True)``; this builds torch's
+    default (``foreach`` on CUDA) for the length of the trainer's construction, so the lever's ratio below 1.0
+    is what the fused kernel buys."""
+    import torch
+
+    @contextlib.contextmanager
+    def patched():
+        real = torch.optim.AdamW
+
+        class Unfused(real):
+            def __init__(self, params, fused=None, **kw):  # noqa: ARG002 - the point is to drop it
+                super().__init__(params, **kw)
+
+        torch.optim.AdamW = Unfused
+        try:
+            yield
+        finally:
+            torch.optim.AdamW = real
+
+    return patched()
 
 
 def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sync, optim_extra, prepare=None):
@@ -223,13 +248,15 @@ def run_lever(name, folder, items, *, batch, seq_len, rounds, warmup, device, sy
 
         wall, _ = C.interleave({"kalm": step}, rounds=rounds, warmup=warmup, sync=sync)
         fpt, _ = model_flops_per_token(kalm, seq_len)
+        fused = bool(getattr(trainer.optimizer, "optimizer", trainer.optimizer).defaults.get("fused"))
     t = statistics.median(wall["kalm"])
     total = statistics.mean(x[1] for x in rec[warmup:])  # real tokens
     embedded = statistics.mean(x[2] for x in rec[warmup:])  # real + padding
     peak = _peak()
     res = {"name": f"lever: {name}", "batch": batch, "seq_len": seq_len, "optim": optim_extra, "rounds": rounds,
            "kalm_step_s": t, "kalm_tokens_per_s": total / t, "kalm_mfu": fpt * total / t / peak if peak else None,
-           "padding_fraction": 1 - total / embedded, "wall_incl_warmup_s": time.perf_counter() - t0}
+           "padding_fraction": 1 - total / embedded, "adamw_fused": fused,
+           "wall_incl_warmup_s": time.perf_counter() - t0}
     if device.type == "cuda":
         res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     mfu = f"{res['kalm_mfu']:.1%}" if res["kalm_mfu"] is not None else "n/a"
@@ -490,7 +517,8 @@ def main(argv=None) -> int:
                    items, None),
                   ("packing + compile + batch x2 + checkpointing", 2 * batch,
                    {"packing": True, "compile": True, "gradient_checkpointing": True}, items, None),
-                  ("frozen embedding table (upper bound)", batch, {}, items, freeze_embedding_table))
+                  ("frozen embedding table (upper bound)", batch, {}, items, freeze_embedding_table),
+                  ("AdamW foreach instead of fused", batch, {}, items, unfused_adamw))
         wanted = [w.strip() for w in args.levers.split(";")] if args.levers else None
         for name, b, extra, its, prep in levers:
             if wanted is not None and not any(w in name for w in wanted):

@@ -21,7 +21,7 @@ def test_gpu_bench_tiny_runs_every_section_and_the_packing_levers(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--rounds", "1",
-                          "--encode-texts", "16", "--levers", "packing;mixed;frozen", "--json", str(out)],
+                          "--encode-texts", "16", "--levers", "packing;mixed;frozen;AdamW", "--json", str(out)],
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     sections = {s["name"]: s for s in json.loads(out.read_text())["sections"]}
@@ -32,4 +32,5 @@ def test_gpu_bench_tiny_runs_every_section_and_the_packing_levers(tmp_path):
     assert sections["lever: mixed lengths, packing"]["padding_fraction"] == 0.0
     assert sections["lever: mixed lengths, padded"]["padding_fraction"] > 0.05  # the lever has padding to remove
     assert sections["lever: frozen embedding table (upper bound)"]["kalm_tokens_per_s"] > 0
+    assert sections["lever: packing"]["adamw_fused"] and not sections["lever: AdamW foreach instead of fused"]["adamw_fused"]
     assert "lever: compile" not in sections  # --levers selected

@@ -127,7 +127,8 @@ def _step(optim: dict, distill=True):
     model = KaLMEmbedder.tiny(seed=0, **cfg.model.tiny).double()
     if cfg.optim.gradient_checkpointing:  # as StageTrainer does: the layers recompute in the backward pass
         model.enable_checkpointing()
-        assert model.backbone.is_gradient_checkpointing
+        bb = model.backbone
+        assert bb.is_activation_checkpointing if hasattr(bb, "is_activation_checkpointing") else bb.is_gradient_checkpointing
     runner = StepRunner(model, model, KaLMObjective(cfg.objective), cfg, accelerator=None,
                         generator=torch.Generator().manual_seed(1))
     ds = ToyDataset(num_negatives=3, teacher=distill)
