@@ -62,9 +62,11 @@ def summary_lines() -> list[str]:
             lines.append(f"padding {r['stage']:22s} random {r['random']['padding_fraction']:.1%} | grouped "
                          f"{r['grouped']['padding_fraction']:.1%} | grouped+sub-batches {r['chunk']} "
                          f"{r['grouped_sub_batches']['padding_fraction']:.1%} | grouped+GradCache {r['chunk']} "
-                         f"{r['grouped_gradcache']['padding_fraction']:.1%} (target <= 10% with grouping: plain "
+                         f"{r['grouped_gradcache']['padding_fraction']:.1%} | packed "
+                         f"{r['grouped_packed']['padding_fraction']:.1%} (target <= 10% with grouping: plain "
                          f"{met['grouped']}, plain + sub-batches {met['grouped_sub_batches']}, GradCache "
-                         f"{met['grouped_gradcache']})")
+                         f"{met['grouped_gradcache']}; <= 2% with packing: "
+                         f"{'MET' if r['grouped_packed']['padding_fraction'] <= 0.02 else 'MISSED'})")
     return lines
 
 

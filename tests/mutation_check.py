@@ -46,6 +46,7 @@ class Mutant:
 
 T = "tests/"
 _S, _TR, _TS = "kalm_lib/data/stream.py", "kalm_lib/train.py", "tests/test_stream.py::"
+_P, _TP = "kalm_lib/packing.py", "tests/test_packing.py::"
 MUTANTS = [
     # 1. cross-process gradient scale of the cached backward (DDP averages over W ranks; the loss is global)
     Mutant("gc-world-scale", "19.1", "kalm_lib/train.py", '(out["loss"] * self.world).backward()',
@@ -188,6 +189,22 @@ MUTANTS = [
     Mutant("stream-trainer-no-save", "13.4", _TR, 'state["stream"] = stream', 'pass',
            (_TS + "test_trainer_trains_from_a_stream_and_resumes_mid_stream_with_the_same_next_batch",), "stream state not saved"),
     Mutant("stream-trainer-schedule", "13.4", _TR, 'if not per_epoch:', 'if False:', (_TS + "test_trainer_stream_needs_max_steps_or_row_counts",), "no clear error without max_steps"),
+    # issue 17: padding-free packing (kalm_lib/packing.py); each must break the packed = padded equivalence
+    Mutant("pack-no-key-mask", "17.1", _P, 'mask = valid[:, None, None, :]                                       # B × 1 × 1 × L',
+           'mask = torch.ones_like(valid)[:, None, None, :]', (_TP + "test_packed_embeddings_and_gradients_equal_padded",),
+           "attention also reads the re-padded filler tokens"),
+    Mutant("pack-causal-or", "17.1", _P, 'mask = mask & torch.ones(max_len, max_len, dtype=torch.bool, device=query.device).tril()',
+           'mask = mask | torch.ones(max_len, max_len, dtype=torch.bool, device=query.device).tril()',
+           (_TP + "test_packed_embeddings_and_gradients_equal_padded",), "causal mask OR-ed instead of AND-ed"),
+    Mutant("pack-mean-divisor", "17.1", _P, 'return total / lens.to(h.dtype).unsqueeze(-1)', 'return total / lens.max().to(h.dtype)',
+           (_TP + "test_packed_embeddings_and_gradients_equal_padded",), "every sequence divided by the longest length"),
+    Mutant("pack-positions-global", "17.1", _P, 'pos = torch.arange(flat.numel(), device=flat.device) - starts',
+           'pos = torch.arange(flat.numel(), device=flat.device)', (_TP + "test_pack_layout_by_hand",),
+           "positions do not restart per sequence (invisible to RoPE's embeddings: the layout test pins it)"),
+    Mutant("pack-recompute-padded", "17.1", "kalm_lib/model.py",
+           'kw = {"use_reentrant": False, "context_fn": same_attention_on_recompute(self.backbone)}',
+           'kw = {"use_reentrant": False}', (_TP + "test_packed_step_equals_padded_step",),
+           "checkpointing's backward recompute runs padded attention after a packed forward (CI's CheckpointError)"),
 ]
 
 
