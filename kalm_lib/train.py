@@ -61,7 +61,8 @@ class RunFolderError(RuntimeError):
 # Config fields that change neither the schedule, the data nor the model: a resumed run may change them.
 _RESUME_FREE = {"log_every", "save_every", "keep_checkpoints", "resume", "progress_bar", "source", "output_dir",
                 "optim.max_nonfinite_skips", "optim.compile", "optim.gradient_checkpointing",
-                "optim.gradcache_chunk_size", "optim.sub_batch_size", "optim.packing", "data.skip_invalid"}
+                "optim.gradcache_chunk_size", "optim.sub_batch_size", "optim.packing", "optim.gradcache_lookup_once",
+                "data.skip_invalid"}
 _CKPT_NAME = re.compile(r"step_\d{7}")
 
 
@@ -288,7 +289,8 @@ class StepRunner:
         #    backward stops at its detached input embeddings, and the last one carries Σ ⟨x_k, ∂L/∂x_k⟩ of
         #    the others, so the 152k-row table gets one dense gradient per step instead of one per sub-batch.
         sync = self.accelerator.no_sync if self.accelerator is not None else (lambda _m: nullcontext())
-        looked_up = self._lookup_once(parts) if len(parts) > 1 else [None] * len(parts)
+        once = len(parts) > 1 and self.cfg.optim.gradcache_lookup_once
+        looked_up = self._lookup_once(parts) if once else [None] * len(parts)
         held = []  # (looked-up embeddings with their graph, their gradient) of the sub-batches done so far
         for n, ((kind, r, f), st, x) in enumerate(zip(parts, states, looked_up)):
             last = n == len(parts) - 1
