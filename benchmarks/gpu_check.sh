@@ -2,7 +2,9 @@
 # GPU check (benchmarks/gpu_bench.py): Qwen2-0.5B-shaped KaLMEmbedder vs sentence-transformers on one GPU:
 # training tokens/s + MFU at sequence length 512 (plain MNRL and GradCache/CachedMNRL) and encode throughput;
 # then a torch.profiler breakdown of kalm's plain step ($OUT/gpu_profile.txt) and kalm alone with each MFU
-# lever (optim.compile, batch x2 + checkpointing, both); --no-levers skips those two.
+# lever (packing on fixed and mixed lengths, compile, batch x2 + checkpointing, their combinations, a frozen
+# embedding table, AdamW foreach instead of fused); --levers "packing;compile" picks levers by name,
+# --no-levers skips the profile and the levers. Levers past the time budget are skipped and named.
 #
 # Runs with `python3` from PATH (no venv, no internet): it needs torch (CUDA), transformers,
 # sentence-transformers, accelerate, numpy, pyyaml, safetensors, and kalm_lib from this repository.
