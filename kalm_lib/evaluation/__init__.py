@@ -7,7 +7,7 @@
 
 Modules: ``encoder`` (KaLMEncoder, prompts), ``local_tasks`` (the mirror as mteb tasks),
 ``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``, ``figures``,
-``suite`` (the evaluation notebook's steps).
+``suite`` (the evaluation notebook's steps), ``paired`` (paired-bootstrap intervals of score differences).
 """
 
 from .benchmarks import BENCHMARKS, MTEB_CMN_V1, MTEB_ENG_V1, benchmark_tasks, main_split
@@ -25,6 +25,7 @@ from .local_tasks import (
     get_local_task,
 )
 from .figures import plot_matryoshka, plot_type_scores
+from .paired import PairedDifference, mean_difference, paired_bootstrap
 from .saved_prompts import saved_model_prompts
 from .runner import MODELS_FILE, RESULT_COLUMNS, evaluate_checkpoints, evaluate_model, listed_models, record_models
 from .suite import (
@@ -57,4 +58,5 @@ __all__ = [
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
     "stage_checkpoints", "untrained_student", "MODELS_FILE", "listed_models", "record_models",
+    "PairedDifference", "mean_difference", "paired_bootstrap",
 ]
