@@ -7,7 +7,8 @@
 
 Modules: ``encoder`` (KaLMEncoder, prompts), ``local_tasks`` (the mirror as mteb tasks),
 ``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``, ``figures``,
-``suite`` (the evaluation notebook's steps), ``paired`` (paired-bootstrap intervals of score differences).
+``suite`` (the evaluation notebook's steps), ``paired`` (paired-bootstrap intervals of score differences), ``per_example`` (a task's score example by
+example, from mteb's saved predictions).
 """
 
 from .benchmarks import BENCHMARKS, MTEB_CMN_V1, MTEB_ENG_V1, benchmark_tasks, main_split
@@ -26,6 +27,7 @@ from .local_tasks import (
 )
 from .figures import plot_matryoshka, plot_type_scores
 from .paired import PairedDifference, mean_difference, paired_bootstrap
+from .per_example import PerExample, paired_gain, per_example_scores
 from .saved_prompts import saved_model_prompts
 from .runner import MODELS_FILE, RESULT_COLUMNS, evaluate_checkpoints, evaluate_model, listed_models, record_models
 from .suite import (
@@ -58,5 +60,5 @@ __all__ = [
     "mty", "paper_type_table", "read_results", "results_table", "summary_table", "type_table", "write_results",
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
     "stage_checkpoints", "untrained_student", "MODELS_FILE", "listed_models", "record_models",
-    "PairedDifference", "mean_difference", "paired_bootstrap",
+    "PairedDifference", "mean_difference", "paired_bootstrap", "PerExample", "paired_gain", "per_example_scores",
 ]

@@ -113,7 +113,8 @@ def _min_cap(a: int | None, b: int | None) -> int | None:
 def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None = None,
                    model_name: str | None = None, dim: int | None = None, max_rows: int | None = None,
                    batch_size: int = 32, use_instructions: bool | None = None, max_length: int | None = None,
-                   show_progress_bar: bool = False, reuse: bool = False) -> pd.DataFrame:
+                   show_progress_bar: bool = False, reuse: bool = False,
+                   save_predictions: bool = False) -> pd.DataFrame:
     """Evaluate ``model`` and return a results DataFrame (see ``RESULT_COLUMNS``).
 
     Args:
@@ -130,6 +131,8 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         max_length: token cap at encode time (None = the model's own).
         reuse: take a task's rows from an earlier ``results.csv`` in the same folder when its row cap and
             dimension match (for a fixed model such as the teacher; never for a model that changed).
+        save_predictions: also keep mteb's per-example predictions in ``<model slug>/predictions/`` (needs
+            ``output_dir``), from which ``per_example.paired_gain`` gives a score difference's interval.
     """
     import mteb
 
@@ -143,6 +146,9 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
     name = encoder.display_name
     dim = encoder.dim
     out_dir = Path(output_dir) / slug(name) if output_dir is not None else None
+    if save_predictions and out_dir is None:
+        raise ValueError("evaluate_model(save_predictions=True) needs an output_dir to write them to")
+    pred_dir = out_dir / "predictions" if save_predictions else None
 
     rows: list[dict] = []
     earlier = _earlier_rows(out_dir) if reuse and out_dir is not None else None
@@ -159,7 +165,7 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         t0 = time.perf_counter()
         with _quiet(not show_progress_bar):
             result = mteb.evaluate(encoder, task, cache=None, raise_error=True, co2_tracker=False,
-                                   show_progress_bar=False,
+                                   show_progress_bar=False, prediction_folder=pred_dir,
                                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
         seconds = time.perf_counter() - t0
         task_result = result.task_results[0]
