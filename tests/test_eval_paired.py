@@ -84,3 +84,15 @@ def test_bad_input_is_a_clear_error():
         mean_difference([1.0], [2.0])
     with pytest.raises(ValueError, match=r"lengths \[3, 2\]"):
         paired_bootstrap(_spearman, ([1.0, 2.0, 3.0], [1.0, 2.0]), ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]))
+
+
+def test_resamples_with_an_undefined_metric_are_left_out_and_counted():
+    """Spearman is undefined on a resample whose gold scores all tie (likely with few examples): such resamples
+    are counted and the interval comes from the others; undefined on the sample itself is an error."""
+    gold = np.array([0.0, 0.0, 0.0, 1.0, 2.0])
+    a, b = np.array([0.1, 0.2, 0.3, 0.9, 0.8]), np.array([0.3, 0.2, 0.1, 0.5, 0.9])
+    d = paired_bootstrap(_spearman, (a, gold), (b, gold), n_resamples=400, seed=0)
+    assert 0 < d.undefined_resamples < 200 and d.method == "percentile"
+    assert np.isfinite([d.low, d.high]).all() and d.low <= d.high
+    with pytest.raises(ValueError, match="undefined on the 5 examples themselves"):
+        paired_bootstrap(_spearman, (a, np.zeros(5)), (b, np.zeros(5)))

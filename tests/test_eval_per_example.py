@@ -58,3 +58,19 @@ def test_mismatched_or_missing_predictions_are_clear_errors(runs, tmp_path):
         per_example_scores(get_local_task("Banking77Classification", max_rows=50), _preds(out, 0, "STSBenchmark"))
     with pytest.raises(ValueError, match="needs an output_dir"):
         evaluate_model(KaLMEmbedder.tiny(seed=0), tasks={"STSBenchmark": 10}, save_predictions=True)
+
+
+def test_stage_gains_table(runs):
+    """Consecutive models' gains per STS/retrieval task, ×100, equal to the main-score differences."""
+    import pandas as pd
+
+    from kalm_lib.evaluation import stage_gains
+
+    out, scores = runs
+    df = pd.concat([pd.read_csv(out / f"t__seed{s}" / "results.csv") for s in (0, 1)], ignore_index=True)
+    g = stage_gains(df, out, ["t/seed0", "t/seed1"], n_resamples=300).set_index("task")
+    assert set(g.index) == set(CAPS) and (g["from"] == "t/seed0").all() and (g["to"] == "t/seed1").all()
+    for task in CAPS:
+        assert g.loc[task, "gain"] == pytest.approx(100 * (scores[1][task] - scores[0][task]), abs=1e-3)
+        assert g.loc[task, "ci_low"] <= g.loc[task, "gain"] <= g.loc[task, "ci_high"]
+        assert g.loc[task, "n"] == CAPS[task]

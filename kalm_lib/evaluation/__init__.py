@@ -36,6 +36,7 @@ from .suite import (
     matryoshka_curve,
     matryoshka_dims,
     stage_checkpoints,
+    stage_gains,
     untrained_student,
 )
 from .tables import (
@@ -61,4 +62,5 @@ __all__ = [
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
     "stage_checkpoints", "untrained_student", "MODELS_FILE", "listed_models", "record_models",
     "PairedDifference", "mean_difference", "paired_bootstrap", "PerExample", "paired_gain", "per_example_scores",
+    "stage_gains",
 ]

@@ -41,6 +41,7 @@ class PairedDifference:
     n: int
     n_resamples: int
     method: str
+    undefined_resamples: int = 0  # resamples whose metric is undefined (NaN), left out of the interval
 
     @property
     def excludes_zero(self) -> bool:
@@ -49,7 +50,7 @@ class PairedDifference:
     def as_dict(self) -> dict:
         return {"delta": self.estimate, "ci_low": self.low, "ci_high": self.high, "confidence": self.confidence,
                 "n": self.n, "n_resamples": self.n_resamples, "method": self.method,
-                "excludes_zero": self.excludes_zero}
+                "excludes_zero": self.excludes_zero, "undefined_resamples": self.undefined_resamples}
 
     def __str__(self) -> str:
         return f"{self.estimate:+.4g} [{self.low:+.4g}, {self.high:+.4g}]"
@@ -93,13 +94,27 @@ def paired_bootstrap(metric: Callable[..., float], a, b, *, confidence: float = 
             return metric(*arrays[:k]) - metric(*arrays[k:])
 
     estimate = float(delta(*pa, *pb))
+    if not np.isfinite(estimate):
+        raise ValueError(f"paired bootstrap: the metric is undefined on the {n} examples themselves (Δ = {estimate}; "
+                         "e.g. constant predictions or gold scores for a correlation)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = stats.bootstrap((*pa, *pb), delta, paired=True, vectorized=vectorized, n_resamples=n_resamples,
                               confidence_level=confidence, method=method, random_state=np.random.default_rng(seed))
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if np.ptp(dist) <= 1e-12 * max(1.0, abs(estimate)):
+    undefined = int((~np.isfinite(dist)).sum())
+    if undefined:
+        # a resample of few examples can make the metric undefined (all its gold scores tied: Spearman is NaN);
+        # those resamples are left out and counted, and the interval is the percentile one of the others
+        if undefined > n_resamples // 2:
+            raise ValueError(f"paired bootstrap: the metric is undefined on {undefined} of {n_resamples} resamples "
+                             f"of the {n} examples: too few examples for an interval")
+        q = (1 - confidence) / 2
+        low, high = (float(x) for x in np.quantile(dist[np.isfinite(dist)], [q, 1 - q]))
+        method = "percentile"
+        caught = []
+    elif np.ptp(dist) <= 1e-12 * max(1.0, abs(estimate)):
         # every Δ* equal (a model against itself, or against itself plus a constant): BCa is undefined (scipy
         # warns and returns NaN); the interval is the point itself, and scipy's warnings say nothing more
         low = high = estimate
@@ -109,7 +124,7 @@ def paired_bootstrap(metric: Callable[..., float], a, b, *, confidence: float = 
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"paired bootstrap: the {method} interval is undefined for these scores "
                          "(try method='percentile')")
-    return PairedDifference(estimate, low, high, confidence, n, n_resamples, method)
+    return PairedDifference(estimate, low, high, confidence, n, n_resamples, method, undefined)
 
 
 def mean_difference(a: Sequence[float], b: Sequence[float], **kw) -> PairedDifference:

@@ -92,6 +92,44 @@ def matryoshka_curve(model: Any, dims: Sequence[int], tasks: Any = ("STSBenchmar
     return df[df["main_split"]].reset_index(drop=True)
 
 
+def stage_gains(df: pd.DataFrame, output_dir: str | Path, order: Sequence[str], *, confidence: float = 0.95,
+                n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each model's gain over the one before it in ``order`` (e.g. untrained → pretrain → finetune → distill) on
+    every local STS and retrieval task of ``df``, main split, ×100, with a paired-bootstrap interval over the
+    task's examples (pairs, queries). Reads the predictions ``evaluate_model(..., save_predictions=True)`` kept
+    under ``output_dir``. BCa intervals; where BCa is undefined (e.g. a handful of queries, most scoring 0) the
+    percentile interval, and the row's ``method`` says so (also when some resamples leave the metric undefined,
+    counted in ``undefined_resamples``). Other task types have no per-example score: not here.
+    """
+    from .local_tasks import get_local_task, is_local_task
+    from .per_example import paired_gain, predictions_path
+    from .runner import slug
+
+    main = df[df["main_split"]]
+    rows = []
+    for task, grp in main.groupby("task", sort=False):
+        if grp["task_type"].iloc[0] not in ("STS", "Retrieval") or not is_local_task(task):
+            continue
+        cap = grp["max_rows"].iloc[0]
+        cap = None if pd.isna(cap) else int(cap)
+        present = [m for m in order if m in set(grp["model"])]
+        for before, after in zip(present, present[1:]):
+            files = [predictions_path(Path(output_dir) / slug(m) / "predictions", task) for m in (after, before)]
+            kw = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+            try:
+                d = paired_gain(get_local_task(task, max_rows=cap), *files, **kw)
+            except ValueError as err:
+                if "interval is undefined" not in str(err):
+                    raise
+                d = paired_gain(get_local_task(task, max_rows=cap), *files, method="percentile", **kw)
+            rows.append({"task": task, "task_type": grp["task_type"].iloc[0], "from": before, "to": after,
+                         "gain": 100 * d.estimate, "ci_low": 100 * d.low, "ci_high": 100 * d.high,
+                         "excludes_zero": d.excludes_zero, "n": d.n, "method": d.method,
+                         "undefined_resamples": d.undefined_resamples})
+    return pd.DataFrame(rows, columns=["task", "task_type", "from", "to", "gain", "ci_low", "ci_high",
+                                       "excludes_zero", "n", "method", "undefined_resamples"])
+
+
 def hub_reachable() -> bool:
     """False when the environment says the Hugging Face Hub is off (``HF_HUB_OFFLINE``)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in {"1", "true", "yes"}
