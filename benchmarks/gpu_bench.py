@@ -19,7 +19,8 @@ Sections (both sides interleaved ABBA, ``torch.cuda.synchronize`` around every t
                 weights: optim.packing (varlen attention; on fixed-length texts, then padded vs packed on
                 mixed lengths 16..seq-len), optim.compile (regional torch.compile), batch 2B with gradient
                 checkpointing, their combinations, a frozen embedding table (the upper bound of a
-                sparse-gradient variant) and AdamW foreach instead of fused (what the fused kernel buys); tokens/s (real tokens) and MFU against the train-plain kalm figure
+                sparse-gradient variant) and AdamW foreach instead of fused (what the fused kernel buys);
+                tokens/s (real tokens) and MFU against the train-plain kalm figure
 Both sides run the very same parameter tensors (a KaLMEmbedder around the peer's backbone module).
 MFU = (6·N + 12·n_layer·d·T) · tokens/s / peak bf16 FLOP/s (N = non-embedding parameters, T = sequence
 length; GradCache's second forward is not counted, as usual for MFU). Peak from kalm_lib.train.PEAK_FLOPS.

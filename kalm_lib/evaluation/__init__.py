@@ -7,8 +7,8 @@
 
 Modules: ``encoder`` (KaLMEncoder, prompts), ``local_tasks`` (the mirror as mteb tasks),
 ``benchmarks`` (MTEB(eng, v1), MTEB(cmn, v1)), ``runner`` (evaluate_model), ``tables``, ``figures``,
-``suite`` (the evaluation notebook's steps), ``paired`` (paired-bootstrap intervals of score differences), ``per_example`` (a task's score example by
-example, from mteb's saved predictions).
+``suite`` (the evaluation notebook's steps), ``paired`` (paired-bootstrap intervals of score differences),
+``per_example`` (a task's score example by example, from mteb's saved predictions).
 """
 
 from .benchmarks import BENCHMARKS, MTEB_CMN_V1, MTEB_ENG_V1, benchmark_tasks, main_split

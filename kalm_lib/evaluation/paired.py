@@ -11,13 +11,14 @@ replacement, i*_1 … i*_N, and recomputes
     Δ* = S(a_{i*_1} … a_{i*_N}) − S(b_{i*_1} … b_{i*_N})
 
 with the *same* indices on both sides, so what the two models share (an example that is hard for both)
-cancels; the 95% interval of Δ is read from many Δ* (BCa by default, percentile on request). An interval
+cancels; the 95% interval of Δ is read from many Δ* (BCa by default; percentile on request, or where BCa is
+undefined or some Δ* are, and ``PairedDifference.method`` says which). An interval
 that excludes 0 is evidence that the difference is not the examples' noise; one that includes 0 is not
 evidence of equality, only of not knowing.
 
 The resampling and the interval are ``scipy.stats.bootstrap`` (``paired=True``); this module only says
-what is paired with what and handles the degenerate case (every Δ* equal, e.g. a model against itself),
-where scipy's BCa returns NaN.
+what is paired with what and handles the cases where scipy's BCa returns NaN (every Δ* equal, e.g. a model
+against itself; a resample on which the metric is undefined).
 """
 
 from __future__ import annotations
@@ -46,11 +47,6 @@ class PairedDifference:
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
-
-    def as_dict(self) -> dict:
-        return {"delta": self.estimate, "ci_low": self.low, "ci_high": self.high, "confidence": self.confidence,
-                "n": self.n, "n_resamples": self.n_resamples, "method": self.method,
-                "excludes_zero": self.excludes_zero, "undefined_resamples": self.undefined_resamples}
 
     def __str__(self) -> str:
         return f"{self.estimate:+.4g} [{self.low:+.4g}, {self.high:+.4g}]"
@@ -103,27 +99,26 @@ def paired_bootstrap(metric: Callable[..., float], a, b, *, confidence: float = 
                               confidence_level=confidence, method=method, random_state=np.random.default_rng(seed))
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    undefined = int((~np.isfinite(dist)).sum())
-    if undefined:
-        # a resample of few examples can make the metric undefined (all its gold scores tied: Spearman is NaN);
-        # those resamples are left out and counted, and the interval is the percentile one of the others
-        if undefined > n_resamples // 2:
-            raise ValueError(f"paired bootstrap: the metric is undefined on {undefined} of {n_resamples} resamples "
-                             f"of the {n} examples: too few examples for an interval")
-        q = (1 - confidence) / 2
-        low, high = (float(x) for x in np.quantile(dist[np.isfinite(dist)], [q, 1 - q]))
-        method = "percentile"
-        caught = []
-    elif np.ptp(dist) <= 1e-12 * max(1.0, abs(estimate)):
-        # every Δ* equal (a model against itself, or against itself plus a constant): BCa is undefined (scipy
-        # warns and returns NaN); the interval is the point itself, and scipy's warnings say nothing more
+    defined = dist[np.isfinite(dist)]
+    undefined = dist.size - defined.size
+    if undefined > n_resamples // 2:
+        # a resample of few examples can make the metric undefined (all its gold scores tied: Spearman is NaN)
+        raise ValueError(f"paired bootstrap: the metric is undefined on {undefined} of {n_resamples} resamples "
+                         f"of the {n} examples: too few examples for an interval")
+    if np.ptp(defined) <= 1e-12 * max(1.0, abs(estimate)):
+        # every Δ* equal (a model against itself, or against itself plus a constant): the interval is the
+        # point itself; scipy's BCa is undefined here (it warns and returns NaN), and its warnings say nothing more
         low = high = estimate
+        caught = []
+    elif undefined or not (np.isfinite(low) and np.isfinite(high)):
+        # resamples with an undefined metric are left out and counted, or BCa itself is undefined (e.g. a
+        # handful of queries, most scoring 0): the percentile interval of the same resamples, and ``method`` says so
+        q = (1 - confidence) / 2
+        low, high = (float(x) for x in np.quantile(defined, [q, 1 - q]))
+        method = "percentile"
         caught = []
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise ValueError(f"paired bootstrap: the {method} interval is undefined for these scores "
-                         "(try method='percentile')")
     return PairedDifference(estimate, low, high, confidence, n, n_resamples, method, undefined)
 
 

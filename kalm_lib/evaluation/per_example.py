@@ -106,8 +106,12 @@ def per_example_scores(task, predictions_file: str | Path, *, split: str | None 
 def paired_gain(task, predictions_a: str | Path, predictions_b: str | Path, **kw) -> PairedDifference:
     """Δ = S(A) − S(B) on ``task`` with its paired-bootstrap interval (``paired_bootstrap``'s keywords)."""
     a = per_example_scores(task, predictions_a)
-    b = per_example_scores(task, predictions_b, split=a.split)
+    return gain(a, per_example_scores(task, predictions_b, split=a.split), **kw)
+
+
+def gain(a: PerExample, b: PerExample, **kw) -> PairedDifference:
+    """Δ = S(A) − S(B) of two models' per-example scores on the same examples, with its interval."""
     if a.ids != b.ids:
-        raise ValueError(f"{task.metadata.name}: the two prediction files score different examples "
+        raise ValueError(f"{a.task}: the two prediction files score different examples "
                          f"({len(a.ids)} vs {len(b.ids)}); evaluate both with the same row cap")
     return paired_bootstrap(a.metric, a.values, b.values, vectorized=a.vectorized, **kw)

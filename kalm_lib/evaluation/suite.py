@@ -97,12 +97,12 @@ def stage_gains(df: pd.DataFrame, output_dir: str | Path, order: Sequence[str], 
     """Each model's gain over the one before it in ``order`` (e.g. untrained → pretrain → finetune → distill) on
     every local STS and retrieval task of ``df``, main split, ×100, with a paired-bootstrap interval over the
     task's examples (pairs, queries). Reads the predictions ``evaluate_model(..., save_predictions=True)`` kept
-    under ``output_dir``. BCa intervals; where BCa is undefined (e.g. a handful of queries, most scoring 0) the
-    percentile interval, and the row's ``method`` says so (also when some resamples leave the metric undefined,
-    counted in ``undefined_resamples``). Other task types have no per-example score: not here.
+    under ``output_dir``. BCa intervals, or percentile ones where BCa is undefined (the row's ``method`` says which;
+    resamples on which the metric is undefined are counted in ``undefined_resamples``). Each task is loaded and
+    each model's per-example scores are read once. Other task types have no per-example score: not here.
     """
     from .local_tasks import get_local_task, is_local_task
-    from .per_example import paired_gain, predictions_path
+    from .per_example import gain, per_example_scores, predictions_path
     from .runner import slug
 
     main = df[df["main_split"]]
@@ -111,17 +111,12 @@ def stage_gains(df: pd.DataFrame, output_dir: str | Path, order: Sequence[str], 
         if grp["task_type"].iloc[0] not in ("STS", "Retrieval") or not is_local_task(task):
             continue
         cap = grp["max_rows"].iloc[0]
-        cap = None if pd.isna(cap) else int(cap)
+        t = get_local_task(task, max_rows=None if pd.isna(cap) else int(cap))
         present = [m for m in order if m in set(grp["model"])]
+        scores = {m: per_example_scores(t, predictions_path(Path(output_dir) / slug(m) / "predictions", task))
+                  for m in present}
         for before, after in zip(present, present[1:]):
-            files = [predictions_path(Path(output_dir) / slug(m) / "predictions", task) for m in (after, before)]
-            kw = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
-            try:
-                d = paired_gain(get_local_task(task, max_rows=cap), *files, **kw)
-            except ValueError as err:
-                if "interval is undefined" not in str(err):
-                    raise
-                d = paired_gain(get_local_task(task, max_rows=cap), *files, method="percentile", **kw)
+            d = gain(scores[after], scores[before], confidence=confidence, n_resamples=n_resamples, seed=seed)
             rows.append({"task": task, "task_type": grp["task_type"].iloc[0], "from": before, "to": after,
                          "gain": 100 * d.estimate, "ci_low": 100 * d.low, "ci_high": 100 * d.high,
                          "excludes_zero": d.excludes_zero, "n": d.n, "method": d.method,
