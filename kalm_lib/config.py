@@ -71,6 +71,7 @@ class DataConfig:
     passage_max_len: int = _f(128, lo=1)
     skip_invalid: bool = True          # malformed records are skipped, counted and logged (file:line:field); False raises
     decontaminate: bool = True         # drop evaluation test texts from training; False is logged and shown in the book
+    use_instructions: bool = True      # prepend each dataset's task instruction to its queries (PAPER.md §3.2); False: raw
     allow_empty: bool = False          # a dataset that yields no example is an error; True: a counted WARNING
     # task types whose queries see only their own positive and hard negatives (no in-batch negatives): labelled
     # classification / clustering data, where other queries' texts are often of the same class (PAPER.md §9)
@@ -347,6 +348,19 @@ class EvalConfig:
     max_rows: int | None = _f(None, lo=1)
     final_tasks: Any = None            # notebook 05 (kalm_lib.evaluation.final_suite)
     final_max_rows: int | None = _f(None, lo=1)
+    max_length: int | None = _f(None, lo=1)  # token cap at encode time for both suites (None: the model's own)
+    bf16: bool | None = None           # bf16 autocast when encoding the student (None: on a GPU only; KaLMEmbedder.encode)
+
+
+@dataclass
+class AblationsConfig:
+    """Notebook 06 (kalm_lib/ablations.py): which arms, how long each trains, and where it is scored."""
+    arms: list | None = None           # arm names of kalm_lib.ablations.ARMS (None: every arm)
+    steps: int = _f(40, lo=1)          # optimizer steps of every arm (a schedule splits them over its segments)
+    tasks: Any = None                  # the arms' suite (None: the profile's eval.tasks)
+    max_rows: int | None = _f(None, lo=1)
+    max_length: int | None = _f(None, lo=1)  # None: eval.max_length
+    n_resamples: int = _f(2000, lo=100)     # paired-bootstrap resamples per interval
 
 
 @dataclass
@@ -359,10 +373,11 @@ class ProfileConfig:
     teacher_query_prompt: str | None = None
     mining: MiningConfig = field(default_factory=MiningConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ablations: AblationsConfig = field(default_factory=AblationsConfig)
     notebooks: dict = field(default_factory=dict)   # papermill parameter overrides per notebook
 
 
-_PROFILE_SECTIONS = {"mining": MiningConfig, "eval": EvalConfig}
+_PROFILE_SECTIONS = {"mining": MiningConfig, "eval": EvalConfig, "ablations": AblationsConfig}
 
 
 def _read_yaml(path: Path) -> dict:
@@ -384,7 +399,7 @@ def merge(parent: dict, child: dict) -> dict:
     out = dict(parent)
     for k, v in child.items():
         out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) and \
-            k in ("model", "data", "objective", "optim", "mining", "eval", "notebooks") else v
+            k in ("model", "data", "objective", "optim", "mining", "eval", "ablations", "notebooks") else v
     return out
 
 

@@ -276,8 +276,13 @@ class KaLMEmbedder(nn.Module):
     @torch.inference_mode()  # as sentence-transformers: no autograd bookkeeping at all (~2% on the smoke model)
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, max_length: int | None = None,
                dim: int | None = None, instruction: str | None = None,
-               normalize: bool = True, show_progress_bar: bool | None = None) -> np.ndarray:
+               normalize: bool = True, show_progress_bar: bool | None = None,
+               bf16: bool | None = None) -> np.ndarray:
         """Embed ``texts`` for inference: float32 (N×dim), L2-normalised, in the input order.
+
+        ``bf16``: the matrix products in bf16 autocast (the weights and the output stay float32). None = on a GPU
+        only; True on a CPU with bf16 instructions (AVX512-BF16, AMX) too, about 2× faster there (SmolLM2 cut to
+        12 layers on an AMD EPYC: 500 sentences 4.7 s → 2.3 s), at bf16's rounding of the scores.
 
         Texts are sorted by token count so that each batch holds similar lengths (less padding; see
         ``length_sorted_batches``), then the results are put back in the caller's order. ``instruction``
@@ -305,7 +310,8 @@ class KaLMEmbedder(nn.Module):
         out = np.empty((len(texts), dim or self.embedding_dim), dtype=np.float32)
         device = self.device
         # on a GPU the matrix products run in bf16 (the weights stay as they are); the output is float32
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        use_bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with tqdm(total=-(-len(texts) // batch_size), desc="encode", disable=bar_disabled(show_progress_bar)) as bar:
             for w in range(0, len(texts), window):
                 idx_w = order[w:w + window]
@@ -428,7 +434,7 @@ def check_bidirectional(model: "KaLMEmbedder", source: str | None = None) -> flo
     """Raise if a model meant to be bidirectional attends causally; return the measured change.
 
     One tiny forward (a batch of two 4-token inputs, no padding): changing the *last* token must change the
-    *first* token's hidden state, which causal attention cannot do. transformers < 5.2 ignores
+    hidden state of an earlier token, which causal attention cannot do. transformers < 5.2 ignores
     ``config.is_causal = False`` (PAPER.md: "Mask removal"), and a model silently loaded causal would train and
     score as a different model. ``from_pretrained`` runs it unless ``causal=True``.
     """
@@ -442,15 +448,20 @@ def check_bidirectional(model: "KaLMEmbedder", source: str | None = None) -> flo
     try:
         with torch.inference_mode():
             h = backbone(input_ids=ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device))
-            first = h.last_hidden_state[:, 0].float()
+            states = h.last_hidden_state.float()
     finally:
         backbone.train(was_training)
-    change = float((first[0] - first[1]).abs().max())
-    scale = float(first.abs().max()) or 1.0
-    if not change > 1e-6 * scale:
+    # Measured against the changed token's own change, not the states' size: a LLaMA-style decoder carries a few
+    # "massive activation" channels (~20 in SmolLM2) that no input moves, so in SmolLM2 cut to 12 layers a
+    # bidirectional change of the earlier tokens is 5e-6 in absolute terms, 1e-7 of the largest value, yet 8% of
+    # the last token's own change. Causal attention moves the earlier tokens by exactly 0 (the rows are identical).
+    diff = (states[0] - states[1]).abs().amax(dim=-1)
+    change, own = float(diff[:-1].max()), float(diff[-1])
+    scale = float(states.abs().max()) or 1.0
+    if not (change > 1e-3 * own and change > 1e-9 * scale):
         raise RuntimeError(
             f"{source or model.name}: attention is causal although the model was loaded with causal=False "
-            f"(changing the last token left the first token's hidden state unchanged). transformers "
+            f"(changing the last token left every earlier token's hidden state unchanged). transformers "
             f"{transformers.__version__} ignores config.is_causal=False for {backbone.config.model_type}; "
             "bidirectional attention needs transformers>=5.2 (the project pins transformers 5.x: "
             "`pip install -r requirements.txt`). To use the model causally on purpose, load it with causal=True.")

@@ -109,3 +109,39 @@ def plot_teacher_scores(frame: pd.DataFrame, title: str = "teacher cosine scores
         label.set_horizontalalignment("right")
     fig.tight_layout()
     return fig
+
+
+def plot_ablations(table: pd.DataFrame, title: str = "ablations: each arm's gain over its group's reference"):
+    """One panel per ablation group: each arm's gain over the group's reference arm on every STS/retrieval task
+    (points, ×100) with its paired 95% bootstrap interval (bars); a bar that crosses the dashed zero line is not
+    evidence of a difference. ``table``: ``kalm_lib.ablations.ablation_table``."""
+    d = table[table.gain.notna()].copy()
+    groups = list(dict.fromkeys(d.group))
+    if not groups:
+        raise ValueError("plot_ablations: no arm with a reference to compare with (only reference arms were run)")
+    tasks = list(dict.fromkeys(d.task))
+    sns.set_theme(style="whitegrid", context="notebook")
+    heights = [max(1.2, 0.45 * d[d.group == g].arm.nunique() + 0.6) for g in groups]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(7, sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    offsets = {t: (i - (len(tasks) - 1) / 2) * 0.8 / max(len(tasks), 1) for i, t in enumerate(tasks)}
+    for ax, g in zip(axes[:, 0], groups):
+        sub = d[d.group == g]
+        arms = list(dict.fromkeys(sub.arm))
+        for i, t in enumerate(tasks):
+            s = sub[sub.task == t]
+            y = [arms.index(a) + offsets[t] for a in s.arm]
+            gains = s.gain.astype(float)
+            err = [gains - s.gain_low.astype(float), s.gain_high.astype(float) - gains]
+            ax.errorbar(gains, y, xerr=err, fmt="o", color=f"C{i}", capsize=2, markersize=4,
+                        label=t if g == groups[0] else None)
+        ax.axvline(0, color="0.3", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(arms)), arms, fontsize=9)
+        ax.invert_yaxis()
+        ref = sub.reference.iloc[0]
+        ax.set_title(f"{g} (reference: {ref})", fontsize=10)
+        ax.set_xlabel("gain over the reference (main score × 100)")
+    axes[0, 0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

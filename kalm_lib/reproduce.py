@@ -20,7 +20,7 @@ from pathlib import Path
 from kalm_lib.atomic import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_data", "02_pretrain", "03_finetune", "04_distill", "05_evaluate"]
+NOTEBOOKS = ["01_data", "02_pretrain", "03_finetune", "04_distill", "05_evaluate", "06_ablations"]
 
 
 def _machine() -> str:

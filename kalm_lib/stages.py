@@ -132,15 +132,17 @@ def quick_scores(models: dict, profile: str, run_dir: str | os.PathLike) -> pd.D
     With a row cap the scores are for comparing stages of this run, not with published numbers.
     """
     from kalm_lib import evaluation as ev
+    from kalm_lib.evaluation.cache import run_cache_dir
 
     ev_cfg = load_profile(profile).eval
     tasks, max_rows = ev_cfg.tasks, ev_cfg.max_rows
     if tasks is None:  # SMOKE_SUITE maps each quick task to its own row cap
         tasks = dict(ev.SMOKE_SUITE)
     frames = []
-    for label, model in models.items():
+    for label, model in models.items():  # the run's cache: a model already scored (05, the stage before) is read back
         df = ev.evaluate_model(model, tasks=tasks, output_dir=Path(run_dir) / "eval" / _slug(label),
-                               model_name=label, max_rows=max_rows)
+                               model_name=label, max_rows=max_rows, max_length=ev_cfg.max_length, bf16=ev_cfg.bf16,
+                               save_predictions=True, cache_dir=run_cache_dir(run_dir))
         frames.append(df.assign(model=label))
     return pd.concat(frames, ignore_index=True)
 

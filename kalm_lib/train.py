@@ -505,7 +505,7 @@ class StageTrainer:
             max_rows_per_dataset=d.max_rows_per_dataset, seed=self.cfg.seed, mined_dir=d.mined_dir,
             teacher_scores_path=d.teacher_scores_path, skip_invalid=d.skip_invalid, tokenizer=self.kalm.tokenizer,
             decontaminate=d.decontaminate, allow_empty=d.allow_empty, own_negatives_only=d.own_negatives_only,
-            subset_temperature=d.subset_temperature)
+            subset_temperature=d.subset_temperature, use_instructions=d.use_instructions)
 
     def _build_stream(self):
         """``data.streaming``: the stage's Hub subsets as a :class:`~kalm_lib.data.stream.TaskStream`, this process's
@@ -517,7 +517,8 @@ class StageTrainer:
             raise ValueError(f"{cfg.source}: data.datasets is empty")
         subsets = stream_subsets(list(d.datasets), cfg.stage, data_dir=None, num_negatives=d.num_negatives,
                                  decontaminate=d.decontaminate, temperature=getattr(d, "subset_temperature", 1.0),
-                                 own_negatives_only=d.own_negatives_only, seed=cfg.seed)
+                                 own_negatives_only=d.own_negatives_only, seed=cfg.seed,
+                                 use_instructions=d.use_instructions)
         return TaskStream(subsets, cfg.optim.batch_size, rank=acc.process_index, world_size=acc.num_processes,
                           homogeneous_ratio=d.homogeneous_ratio, seed=cfg.seed, shuffle_buffer=d.shuffle_buffer,
                           num_workers=d.stream_workers, num_negatives=0 if cfg.stage == "pretrain" else d.num_negatives,

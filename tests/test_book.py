@@ -101,11 +101,11 @@ def test_run_note_names_the_run_and_the_notebook_time():
     for part in ["**`ci`**", "02 Jan 2026, 03:04 UTC", "02 Jan 2026, 03:14 UTC", "x86_64 2 CPU cores, no GPU",
                  "`abc1234`", "make reproduce PROFILE=ci", "make book PROFILE=ci"]:
         assert part in note, part
-    # 03_finetune is the third notebook: 62 s; the run is 60+61+62+63+64 = 310 s = 5.2 min
-    assert "This notebook ran in 62 s of the run's 5.2 min." in note
+    # 03_finetune is the third notebook: 62 s; the run is 60+61+62+63+64+65 = 375 s = 6.2 min
+    assert "This notebook ran in 62 s of the run's 6.2 min." in note
     assert note.startswith(":::{admonition}") and note.rstrip().endswith(":::")
     whole = book.run_note(RUN_INFO)
-    assert "01_data 60 s" in whole and "05_evaluate 64 s" in whole and "5.2 min in all" in whole
+    assert "01_data 60 s" in whole and "05_evaluate 64 s" in whole and "6.2 min in all" in whole
 
 
 def test_run_note_says_which_notebooks_come_from_an_earlier_run():

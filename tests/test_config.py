@@ -22,9 +22,9 @@ TABLE = {
     ("ci", "pretrain"): (0.05, 0.0, 0, 8, 2e-4, MRL_CI, (0, False), (1.0, 0.0), 0.05),
     ("ci", "finetune"): (0.05, 0.5, 3, 8, 1e-4, MRL_CI, (1, True), (1.0, 0.0), 0.05),
     ("ci", "distill"): (0.05, 0.5, 3, 8, 1e-4, MRL_CI, (1, True), (1.0, 1.0), 0.05),
-    ("cpu", "pretrain"): (0.05, 0.0, 0, 16, 1e-4, MRL_CPU, (0, False), (1.0, 0.0), 0.05),
+    ("cpu", "pretrain"): (0.05, 0.0, 0, 32, 5e-5, MRL_CPU, (0, False), (1.0, 0.0), 0.05),
     ("cpu", "finetune"): (0.05, 0.5, 3, 16, 5e-5, MRL_CPU, (1, True), (1.0, 0.0), 0.05),
-    ("cpu", "distill"): (0.05, 0.5, 3, 16, 2e-5, MRL_CPU, (1, True), (1.0, 1.0), 0.05),
+    ("cpu", "distill"): (0.05, 0.5, 3, 16, 3e-5, MRL_CPU, (1, True), (1.0, 1.0), 0.05),
     # the paper (PAPER.md §2-§3): τ 0.01, M 7, lr 1e-5, MRL 896..64 with 1/.3/.2/.1/.1, τ_kd 0.05; γ 0.5, one mix
     # of each kind and CL:KL 1:1 are our choices where the paper is silent
     ("gpu", "pretrain"): (0.01, 0.0, 0, 512, 1e-4, MRL_PAPER, (0, False), (1.0, 0.0), 0.05),

@@ -96,3 +96,19 @@ def test_resamples_with_an_undefined_metric_are_left_out_and_counted():
     assert np.isfinite([d.low, d.high]).all() and d.low <= d.high
     with pytest.raises(ValueError, match="undefined on the 5 examples themselves"):
         paired_bootstrap(_spearman, (a, np.zeros(5)), (b, np.zeros(5)))
+
+
+def test_score_interval_of_a_mean_is_the_t_interval():
+    """One model's own interval: for a mean on many examples it approaches mean ± t·sd/√N."""
+    from kalm_lib.evaluation.paired import score_interval
+
+    a = np.random.default_rng(5).normal(0.6, 0.2, size=2000)
+    d = score_interval(np.mean, a, vectorized=True, n_resamples=4000)
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    assert d.estimate == pytest.approx(a.mean())
+    assert d.low == pytest.approx(a.mean() - half, abs=0.15 * half)
+    assert d.high == pytest.approx(a.mean() + half, abs=0.15 * half)
+    const = score_interval(np.mean, np.full(50, 0.3), vectorized=True)
+    assert const.low == const.high == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="same examples"):
+        score_interval(_spearman, (np.arange(5.0), np.arange(4.0)))

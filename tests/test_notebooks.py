@@ -74,7 +74,8 @@ def test_reproduce_from_a_notebook_keeps_the_earlier_records(tmp_path, monkeypat
     # start is rewritten so the two runs differ even when they fall in the same second)
     (tmp_path / "build" / "run_info.json").write_text(json.dumps({**saved, "started": "second-run"}))
     third = run_notebooks("ci", tmp_path / "build", start=NOTEBOOKS[4])
-    assert [third["notebooks"][n].get("earlier_run") for n in NOTEBOOKS] == [first["started"]] * 3 + ["second-run", None]
+    assert [third["notebooks"][n].get("earlier_run") for n in NOTEBOOKS] == (
+        [first["started"]] * 3 + ["second-run"] + [None] * (len(NOTEBOOKS) - 4))
     with pytest.raises(SystemExit, match="is a 'ci' run, not 'smoke'"):
         run_notebooks("smoke", tmp_path / "build", start=NOTEBOOKS[3])
 

@@ -25,6 +25,7 @@ from .local_tasks import (
     LocalDataError,
     get_local_task,
 )
+from .cache import model_fingerprint, run_cache_dir
 from .figures import plot_matryoshka, plot_type_scores
 from .paired import PairedDifference, mean_difference, paired_bootstrap
 from .per_example import PerExample, paired_gain, per_example_scores
@@ -62,5 +63,5 @@ __all__ = [
     "plot_matryoshka", "plot_type_scores", "evaluate_released", "final_suite", "matryoshka_curve", "matryoshka_dims",
     "stage_checkpoints", "untrained_student", "MODELS_FILE", "listed_models", "record_models",
     "PairedDifference", "mean_difference", "paired_bootstrap", "PerExample", "paired_gain", "per_example_scores",
-    "stage_gains",
+    "stage_gains", "model_fingerprint", "run_cache_dir",
 ]

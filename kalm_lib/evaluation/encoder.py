@@ -84,6 +84,7 @@ class KaLMEncoder(AbsEncoder):
         apply_instruction_to_passages: instruct documents too (False in the reference loader).
         max_length: token cap at encode time (None = the model's own; mteb's loader uses 512).
         compound_keys: use the dict's ``"{task}-query"`` / ``"{task}-document"`` entries (see module doc).
+        bf16: bf16 autocast at encode time for a KaLMEmbedder (``KaLMEmbedder.encode``; None: on a GPU only).
     """
 
     instruction_template = KALM_QUERY_TEMPLATE
@@ -91,7 +92,7 @@ class KaLMEncoder(AbsEncoder):
     def __init__(self, model: Any, *, model_name: str | None = None, revision: str | None = None,
                  dim: int | None = None, use_instructions: bool | None = None,
                  prompts_dict: dict[str, str] | None = None, apply_instruction_to_passages: bool = False,
-                 max_length: int | None = None, compound_keys: bool = True) -> None:
+                 max_length: int | None = None, compound_keys: bool = True, bf16: bool | None = None) -> None:
         if isinstance(model, (str, Path)):
             model = load_model(model)
         self.model = model
@@ -107,6 +108,7 @@ class KaLMEncoder(AbsEncoder):
         self.apply_instruction_to_passages = apply_instruction_to_passages
         self.compound_keys = compound_keys
         self.max_length = max_length
+        self.bf16 = bf16
         full = _embedding_dim(model)
         if dim is not None and not 0 < int(dim) <= full:
             raise ValueError(f"dim={dim} must be in [1, {full}] (the embedding size of {name})")
@@ -174,7 +176,8 @@ class KaLMEncoder(AbsEncoder):
         instruction = self.instruction_for(task_metadata, prompt_type) if task_metadata is not None else None
         if self.is_kalm:
             return self.model.encode(texts, batch_size=batch_size, max_length=self.max_length, dim=self.dim,
-                                     instruction=instruction, show_progress_bar=show_progress_bar)
+                                     instruction=instruction, show_progress_bar=show_progress_bar,
+                                     bf16=getattr(self, "bf16", None))
         prompt = KALM_QUERY_TEMPLATE.format(instruction=instruction) if instruction else None
         if self.max_length is not None:
             self.model.max_seq_length = self.max_length

@@ -89,13 +89,35 @@ def paired_bootstrap(metric: Callable[..., float], a, b, *, confidence: float = 
         def delta(*arrays):
             return metric(*arrays[:k]) - metric(*arrays[k:])
 
-    estimate = float(delta(*pa, *pb))
+    return _bootstrap(delta, (*pa, *pb), n, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                      method=method, vectorized=vectorized)
+
+
+def score_interval(metric: Callable[..., float], a, *, confidence: float = 0.95, n_resamples: int = 9999,
+                   seed: int = 0, method: str = "BCa", vectorized: bool = False) -> PairedDifference:
+    """One model's score ``metric(*a)`` with its bootstrap interval over the evaluation examples (the same
+    resampling as :func:`paired_bootstrap`, one side only); ``estimate`` is the score itself."""
+    pa = _parts(a, "a")
+    ns = {len(p) for p in pa}
+    if len(ns) != 1:
+        raise ValueError(f"bootstrap: the arrays must score the same examples; got lengths {[len(p) for p in pa]}")
+    n = ns.pop()
+    if n < 2:
+        raise ValueError(f"bootstrap: {n} evaluation example(s); at least 2 are needed")
+    return _bootstrap(metric, pa, n, confidence=confidence, n_resamples=n_resamples, seed=seed, method=method,
+                      vectorized=vectorized)
+
+
+def _bootstrap(stat: Callable[..., float], data: tuple[np.ndarray, ...], n: int, *, confidence: float,
+               n_resamples: int, seed: int, method: str, vectorized: bool) -> PairedDifference:
+    """scipy's paired bootstrap of ``stat(*data)`` with the degenerate cases handled (see the module doc)."""
+    estimate = float(stat(*data))
     if not np.isfinite(estimate):
         raise ValueError(f"paired bootstrap: the metric is undefined on the {n} examples themselves (Δ = {estimate}; "
                          "e.g. constant predictions or gold scores for a correlation)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = stats.bootstrap((*pa, *pb), delta, paired=True, vectorized=vectorized, n_resamples=n_resamples,
+        res = stats.bootstrap(data, stat, paired=True, vectorized=vectorized, n_resamples=n_resamples,
                               confidence_level=confidence, method=method, random_state=np.random.default_rng(seed))
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)

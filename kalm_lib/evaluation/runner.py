@@ -11,6 +11,7 @@ per task) under ``output_dir/<model slug>/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -95,6 +96,11 @@ def _earlier_rows(out_dir: Path) -> pd.DataFrame | None:
     d = pd.read_csv(f)
     if set(RESULT_COLUMNS) - set(d.columns):
         return None
+    return _typed(d)
+
+
+def _typed(d: pd.DataFrame) -> pd.DataFrame:
+    """Result rows read back from CSV with their booleans and empty notes restored."""
     d["main_split"] = d["main_split"].astype(str).str.lower().isin(["true", "1"])
     d["comparable"] = d["comparable"].astype(str).str.lower().isin(["true", "1"])
     d["note"] = d["note"].fillna("")
@@ -114,7 +120,8 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
                    model_name: str | None = None, dim: int | None = None, max_rows: int | None = None,
                    batch_size: int = 32, use_instructions: bool | None = None, max_length: int | None = None,
                    show_progress_bar: bool = False, reuse: bool = False,
-                   save_predictions: bool = False) -> pd.DataFrame:
+                   save_predictions: bool = False, cache_dir: str | Path | None = None,
+                   bf16: bool | None = None) -> pd.DataFrame:
     """Evaluate ``model`` and return a results DataFrame (see ``RESULT_COLUMNS``).
 
     Args:
@@ -133,6 +140,9 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
             dimension match (for a fixed model such as the teacher; never for a model that changed).
         save_predictions: also keep mteb's per-example predictions in ``<model slug>/predictions/`` (needs
             ``output_dir``), from which ``per_example.paired_gain`` gives a score difference's interval.
+        bf16: bf16 autocast at encode time for a KaLMEmbedder (None: on a GPU only; see ``KaLMEmbedder.encode``).
+        cache_dir: a content-addressed cache (``evaluation.cache``): a task already scored for a model with the
+            same weights and settings is read from there, under any label, instead of being encoded again.
     """
     import mteb
 
@@ -142,7 +152,7 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         tasks = LOCAL_SUITE
     task_objs = resolve_tasks(tasks, max_rows)
     encoder = model if isinstance(model, KaLMEncoder) else KaLMEncoder(
-        model, model_name=model_name, dim=dim, use_instructions=use_instructions, max_length=max_length)
+        model, model_name=model_name, dim=dim, use_instructions=use_instructions, max_length=max_length, bf16=bf16)
     name = encoder.display_name
     dim = encoder.dim
     out_dir = Path(output_dir) / slug(name) if output_dir is not None else None
@@ -152,8 +162,30 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
 
     rows: list[dict] = []
     earlier = _earlier_rows(out_dir) if reuse and out_dir is not None else None
+    fingerprint = None
+    if cache_dir is not None:
+        from . import cache
+
+        fingerprint = cache.model_fingerprint(encoder.model)
     for task in task_objs:
         task_name = task.metadata.name
+        if fingerprint is not None:
+            settings = {"task": task_name, "max_rows": getattr(task, "max_rows", None), "dim": dim,
+                        "use_instructions": encoder.use_instructions, "max_length": encoder.max_length,
+                        "passages_instructed": encoder.apply_instruction_to_passages,
+                        "bf16": encoder.bf16 if encoder.is_kalm else None,
+                        "prompts": hashlib.sha256(json.dumps(encoder.prompts_dict, sort_keys=True).encode()).hexdigest()}
+            key = cache.entry_key(fingerprint, **settings)
+            pred_file = pred_dir / f"{task_name}_predictions.json" if pred_dir is not None else None
+            mteb_json = out_dir / "mteb" / f"{slug(task_name)}.json" if out_dir is not None else None
+            hit = cache.load(cache_dir, key, copy_to={"predictions.json": pred_file, "mteb.json": mteb_json},
+                             required=("predictions.json",) if pred_file is not None else ())
+            if hit is not None:
+                hit = _typed(hit).assign(model=name)
+                rows.extend(hit.to_dict(orient="records"))
+                logger.info("%s on %s: %.4f (cached: same weights and settings)", name, task_name,
+                            rows[-1]["main_score"])
+                continue
         if earlier is not None:
             same = earlier[(earlier.task == task_name) & _same(earlier.max_rows, getattr(task, "max_rows", None))
                            & _same(earlier.dim, dim)]
@@ -169,9 +201,13 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
                                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar})
         seconds = time.perf_counter() - t0
         task_result = result.task_results[0]
-        rows.extend(_rows(task, task_result, name, dim, seconds))
+        new = _rows(task, task_result, name, dim, seconds)
+        rows.extend(new)
         if out_dir is not None:
             write_json(out_dir / "mteb" / f"{slug(task_name)}.json", task_result.to_dict())
+        if fingerprint is not None:
+            cache.store(cache_dir, key, pd.DataFrame(new, columns=RESULT_COLUMNS), {"fingerprint": fingerprint, **settings},
+                        files={"predictions.json": pred_file, "mteb.json": mteb_json})
         task.unload_data() if hasattr(task, "unload_data") else None
         logger.info("%s on %s: %.4f (%.0f s)", name, task_name, rows[-1]["main_score"], seconds)
 

@@ -76,7 +76,7 @@ def matryoshka_dims(profile: str, run_dir: str | os.PathLike, full_dim: int) -> 
 
 def matryoshka_curve(model: Any, dims: Sequence[int], tasks: Any = ("STSBenchmark",), max_rows: int | None = None,
                      model_name: str | None = None, output_dir: str | Path | None = None,
-                     **kwargs) -> pd.DataFrame:
+                     max_length: int | None = None, bf16: bool | None = None, **kwargs) -> pd.DataFrame:
     """Main-split scores of ``model`` with its embeddings truncated to each of ``dims`` (one row per dim × task)."""
     from .encoder import KaLMEncoder, load_model
 
@@ -84,7 +84,7 @@ def matryoshka_curve(model: Any, dims: Sequence[int], tasks: Any = ("STSBenchmar
         model = load_model(model)
     frames = []
     for d in dims:
-        enc = KaLMEncoder(model, model_name=model_name, dim=int(d))
+        enc = KaLMEncoder(model, model_name=model_name, dim=int(d), max_length=max_length, bf16=bf16)
         out = Path(output_dir) / f"dim{int(d)}" if output_dir is not None else None
         frames.append(evaluate_model(enc, tasks=tasks, max_rows=max_rows, output_dir=out, **kwargs))
     df = pd.concat(frames, ignore_index=True)
