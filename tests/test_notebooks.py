@@ -44,6 +44,38 @@ def test_all_notebooks_run_under_papermill(tmp_path):
     # 05 lists the models it evaluated, so that the book shows this run's and no stale label's
     listed = json.loads((run / "eval" / "final" / "models.json").read_text())["models"]
     assert listed == ["teacher", "untrained", "pretrain", "finetune", "distill"]
+    _rerun_of_finished_arms_trains_and_encodes_nothing(run)
+
+
+def _rerun_of_finished_arms_trains_and_encodes_nothing(run: Path):
+    """06's arms are cached: a second run (a book rebuild) builds no trainer and encodes no text, and gives back
+    the same scores; a new arm then trains only itself."""
+    from unittest import mock
+
+    from kalm_lib import ablations as ab
+    from kalm_lib.config import load_profile
+    from kalm_lib.model import KaLMEmbedder
+
+    cfg = load_profile("ci").ablations
+    arms = ab.resolve_arms(cfg.arms)
+    kw = dict(steps=cfg.steps, tasks=cfg.tasks, max_rows=cfg.max_rows)
+    first = ab.run_arms(arms, "ci", run, **kw)
+    with mock.patch("kalm_lib.train.StageTrainer", side_effect=AssertionError("trained again")), \
+            mock.patch.object(KaLMEmbedder, "encode", side_effect=AssertionError("encoded again")):
+        again = ab.run_arms(arms, "ci", run, **kw)
+    assert again.main_score.tolist() == first.main_score.tolist()
+    import kalm_lib.train as train
+
+    built = []
+
+    class Counting(train.StageTrainer):
+        def __init__(self, cfg, *a, **k):
+            built.append(Path(cfg.output_dir).parent.name)
+            super().__init__(cfg, *a, **k)
+
+    with mock.patch.object(train, "StageTrainer", Counting):
+        ab.run_arms(ab.resolve_arms(["focal-g0"]), "ci", run, **kw)  # + its reference "ft", finished
+    assert built == ["focal-g0"]
 
 
 def test_reproduce_from_a_notebook_keeps_the_earlier_records(tmp_path, monkeypatch):
