@@ -19,7 +19,13 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The data mirror. Without one a test that needs it skips with the reason, except where KALM_REQUIRE_DATA=1
+    (.ci/run sets it): there a missing mirror fails, so CI can never pass by skipping."""
     d = os.environ.get("KALM_DATA_DIR")
     if not d or not Path(d).is_dir():
-        pytest.fail("KALM_DATA_DIR must point at the shared data mirror (../shared/data)")
+        msg = (f"no data mirror: KALM_DATA_DIR={d!r} is not a folder (set it to a copy of the mirror, laid out as "
+               "../shared/data; README, 'Where data comes from')")
+        if os.environ.get("KALM_REQUIRE_DATA") == "1":
+            pytest.fail(msg + "; KALM_REQUIRE_DATA=1 makes this an error")
+        pytest.skip(msg)
     return Path(d)
