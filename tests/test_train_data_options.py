@@ -87,3 +87,17 @@ def test_a_bad_declaration_names_the_yaml_and_the_entry(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"data.datasets\[0\]' must be a catalog name or a mapping"):
         load_config(_stage_yaml(tmp_path, [[1, 2]]))
+
+
+@pytest.mark.parametrize("use", [True, False])
+def test_use_instructions_reaches_the_training_texts(tmp_path, use):
+    """data.use_instructions (the ablations' "trained without instructions" arm): off, the queries are the raw
+    texts; on, each carries the KaLM template with its dataset's instruction."""
+    cfg = load_config(_stage_yaml(tmp_path, [MINE], use_instructions=use))
+    assert cfg.data.use_instructions is use
+    ds = StageTrainer(cfg).dataset
+    queries = [ds[i]["query"] for i in range(len(ds))]
+    if use:
+        assert all(q.startswith("Instruct: Given a question, retrieve its answer") for q in queries)
+    else:
+        assert sorted(queries) == sorted(f"question {i}" for i in range(12))
