@@ -430,6 +430,14 @@ def load_profile(profile: str) -> ProfileConfig:
         else:
             kwargs[key] = value
     prof = _build(ProfileConfig, kwargs, str(path))
+    arms = prof.ablations.arms
+    if arms is not None:
+        from kalm_lib.ablations import ARMS
+
+        unknown = [a for a in (arms if isinstance(arms, list) else [arms]) if a not in ARMS]
+        if unknown or not isinstance(arms, list):
+            raise ConfigError(f"{path}: field 'ablations.arms' must be a list of arm names; unknown "
+                              f"{unknown or arms!r} (known: {', '.join(ARMS)})")
     sr = prof.mining.sample_range
     if len(sr) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in sr) or not 0 <= sr[0] < sr[1]:
         raise ConfigError(f"{path}: field 'mining.sample_range' must be two integers 0 <= lo < hi, got {sr!r}")

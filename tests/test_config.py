@@ -108,6 +108,12 @@ def test_bad_profile_and_stage_files_are_named(tmp_path, monkeypatch):
     (root / "p" / "profile.yaml").write_text("mining: {filter_topk: 0}\n")
     with pytest.raises(ConfigError, match=r"'mining.filter_topk' = 0 is outside"):
         load_profile("p")
+    (root / "p" / "profile.yaml").write_text("ablations: {arms: [focal-g0, focal-g9]}\n")
+    with pytest.raises(ConfigError, match=r"p/profile.yaml: field 'ablations.arms'.*\['focal-g9'\].*known: focal-g0"):
+        load_profile("p")
+    (root / "p" / "profile.yaml").write_text("ablations: {steps: 0}\n")
+    with pytest.raises(ConfigError, match=r"'ablations.steps' = 0 is outside"):
+        load_profile("p")
     (root / "p" / "profile.yaml").write_text("description: x\n")
     with pytest.raises(FileNotFoundError, match=r"p/finetune.yaml"):  # no silent fallback to another profile
         stage_config("p", "finetune", tmp_path)
