@@ -46,9 +46,6 @@ class Arm:
     label: str = ""                      # what the table calls it
     paper: str | None = None             # the paper's configuration it corresponds to (PAPER_ABLATIONS)
 
-    def __hash__(self) -> int:
-        return hash(self.name)
-
 
 FT = (("finetune", 1.0),)
 KD = (("distill", 1.0),)
@@ -167,8 +164,9 @@ def train_arm(arm: Arm, profile: str, run_dir: str | os.PathLike, steps: int, *,
     final = None
     for cfg in segment_configs(arm, profile, run_dir, steps, {**(extra or {}), **({"resume": "fresh"} if fresh else {})}):
         final = Path(cfg.output_dir) / "final"
-        if (final / "modules.json").is_file() and not fresh:
-            # StageTrainer would skip it too, but only after building the model and the training set
+        if (final / "modules.json").is_file() and (Path(cfg.output_dir) / "DONE").is_file() and not fresh:
+            # StageTrainer would skip it too (StageTrainer._prepare_folder), but only after building the model and the
+            # training set; this cheap check compares the config alone, not the training set's example count
             from kalm_lib.train import config_differences
             import json
 

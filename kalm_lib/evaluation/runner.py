@@ -167,14 +167,14 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         from . import cache
 
         fingerprint = cache.model_fingerprint(encoder.model)
+        encoding = {"dim": dim, "use_instructions": encoder.use_instructions, "max_length": encoder.max_length,
+                    "passages_instructed": encoder.apply_instruction_to_passages,
+                    "bf16": encoder.bf16 if encoder.is_kalm else None,
+                    "prompts": hashlib.sha256(json.dumps(encoder.prompts_dict, sort_keys=True).encode()).hexdigest()}
     for task in task_objs:
         task_name = task.metadata.name
         if fingerprint is not None:
-            settings = {"task": task_name, "max_rows": getattr(task, "max_rows", None), "dim": dim,
-                        "use_instructions": encoder.use_instructions, "max_length": encoder.max_length,
-                        "passages_instructed": encoder.apply_instruction_to_passages,
-                        "bf16": encoder.bf16 if encoder.is_kalm else None,
-                        "prompts": hashlib.sha256(json.dumps(encoder.prompts_dict, sort_keys=True).encode()).hexdigest()}
+            settings = {"task": task_name, "max_rows": getattr(task, "max_rows", None), **encoding}
             key = cache.entry_key(fingerprint, **settings)
             pred_file = pred_dir / f"{task_name}_predictions.json" if pred_dir is not None else None
             mteb_json = out_dir / "mteb" / f"{slug(task_name)}.json" if out_dir is not None else None
