@@ -251,16 +251,16 @@ def ablation_table(df: pd.DataFrame, arms: Sequence[Arm], run_dir: str | os.Path
     """One row per (group, arm, instruction setting, task) for the suite's STS and retrieval tasks (the ones with a
     per-example score): the arm's main score ×100 with its 95% bootstrap interval over the task's examples, and its
     gain over the group's reference arm with the paired 95% interval (the same examples resampled on both sides)."""
-    from kalm_lib.evaluation.local_tasks import get_local_task, is_local_task
     from kalm_lib.evaluation.paired import score_interval
     from kalm_lib.evaluation.per_example import gain, per_example_scores, predictions_path
     from kalm_lib.evaluation.runner import slug
+    from kalm_lib.evaluation.suite import per_example_tasks
 
     out_dir = Path(run_dir) / "eval" / "ablations"
     main = df[df["main_split"]]
     present = set(main.model)
     kw = dict(n_resamples=n_resamples, seed=seed)
-    rows, tasks, cache = [], {}, {}
+    rows, cache = [], {}
 
     def scores(model: str, task: str):
         if (model, task) not in cache:
@@ -268,10 +268,7 @@ def ablation_table(df: pd.DataFrame, arms: Sequence[Arm], run_dir: str | os.Path
                                                                                   task))
         return cache[model, task]
 
-    for task, grp in main.groupby("task", sort=False):
-        if grp["task_type"].iloc[0] in ("STS", "Retrieval") and is_local_task(task):
-            cap = grp["max_rows"].iloc[0]
-            tasks[task] = get_local_task(task, max_rows=None if pd.isna(cap) else int(cap))
+    tasks = per_example_tasks(main)
     for group, label, model, ref in comparisons(arms):
         if model not in present or ref not in present:
             continue

@@ -61,6 +61,9 @@ class DataConfig:
     #   - {name: my-set, path: my_pairs.jsonl, format: train, task_type: retrieval, instruction: "...", symmetric: false}
     # (a relative path is read from the YAML file's folder; kalm_lib.data.catalog.entry_from_mapping checks each field)
     datasets: list = field(default_factory=list)
+    # read instead of `datasets` when there is no data mirror (KALM_DATA_DIR unset): Hub catalog entries (`hub-*`).
+    # Empty: `datasets` either way (the gpu/paper profiles name Hub entries there already)
+    hub_datasets: list = field(default_factory=list)
     num_negatives: int = _f(7, lo=0)   # M, hard negatives per query (PAPER.md §3.1)
     max_rows_per_dataset: int | None = _f(None, lo=1)
     mined_dir: str | None = None       # mined hard negatives (stage 2), from `kalm_lib.data.mine_hard_negatives`
@@ -283,6 +286,7 @@ def config_from_dict(d: dict, source: str = "<dict>") -> TrainConfig:
     cfg = _build(TrainConfig, kwargs, source)
     _check_tiny(cfg.model.tiny, source)
     cfg.data.datasets = _datasets(cfg.data.datasets, source)
+    cfg.data.hub_datasets = _datasets(cfg.data.hub_datasets, source)
     from kalm_lib.losses import ObjectiveConfig
     try:
         cfg.objective = ObjectiveConfig.from_dict(_coerce_objective(objective, source))
@@ -335,6 +339,7 @@ def available_profiles() -> list[str]:
 class MiningConfig:
     """Stage 2's hard negatives, mined with the stage-1 model (PAPER.md §3.1; kalm_lib.data.mining)."""
     datasets: list = field(default_factory=list)
+    hub_datasets: list = field(default_factory=list)   # mined instead when there is no data mirror (as data.hub_datasets)
     max_rows: int | None = _f(None, lo=1)
     corpus_limit: int | None = _f(None, lo=1)
     num_negatives: int | None = _f(None, lo=0)      # None: the fine-tuning config's data.num_negatives
@@ -430,6 +435,7 @@ def load_profile(profile: str) -> ProfileConfig:
         else:
             kwargs[key] = value
     prof = _build(ProfileConfig, kwargs, str(path))
+    prof.mining.datasets = without_mirror(prof.mining.datasets, prof.mining.hub_datasets, f"{path}: mining")
     arms = prof.ablations.arms
     if arms is not None:
         from kalm_lib.ablations import ARMS
@@ -473,7 +479,24 @@ def load_config(path_or_profile: str | os.PathLike, stage: str | None = None, ov
         _set_dotted(raw, key, value)
     mapping = {"run_dir": str(run_dir or Path("runs") / path.parent.name),
                "data_dir": os.environ.get("KALM_DATA_DIR", "")}
-    return config_from_dict(_substitute(raw, mapping), source=str(path))
+    cfg = config_from_dict(_substitute(raw, mapping), source=str(path))
+    cfg.data.datasets = without_mirror(cfg.data.datasets, cfg.data.hub_datasets, f"{path}: data")
+    return cfg
+
+
+def without_mirror(datasets: list, hub_datasets: list, where: str) -> list:
+    """The datasets a run reads: ``datasets``, or ``hub_datasets`` when there is no data mirror (``KALM_DATA_DIR``
+    unset; kalm_lib/data/hub_eval.py) and the config names some. Logged, so the run's log says where its data came
+    from; the saved config holds the list actually read."""
+    from kalm_lib.paths import uses_hub
+
+    if hub_datasets and uses_hub() and list(datasets) != list(hub_datasets):
+        import logging
+
+        logging.getLogger(__name__).info("%s: no data mirror (KALM_DATA_DIR unset), so the Hub datasets "
+                                         "(hub_datasets) %s are read instead of %s", where, hub_datasets, datasets)
+        return list(hub_datasets)
+    return datasets
 
 
 def stage_config(profile: str, stage: str, run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:

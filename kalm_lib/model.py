@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kalm_lib.paths import find_data_dir
+from kalm_lib.paths import find_data_dir, hub_path
 from kalm_lib.progress import bar_disabled
 from kalm_lib.prompts import GENERIC_QUERY_INSTRUCTION, KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401
 
@@ -50,11 +50,12 @@ DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", 
 
 
 def _qwen2_tokenizer_source() -> str:
-    """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy."""
+    """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy (Qwen/Qwen2-0.5B,
+    from ``$KALM_HUB_DIR`` when set)."""
     data = find_data_dir()
     if data is not None and (data / "tokenizers" / "qwen2" / "tokenizer.json").is_file():
         return str(data / "tokenizers" / "qwen2")
-    return "Qwen/Qwen2-0.5B"
+    return hub_path("Qwen/Qwen2-0.5B", "model")
 
 
 def smollm2_gguf_path() -> Path:

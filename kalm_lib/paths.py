@@ -23,6 +23,23 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return p
 
 
+def mirror_dir() -> Path | None:
+    """The data mirror (``$KALM_DATA_DIR``), or None when it is unset: then the data comes from the Hub.
+    Set to something that is not a folder is an error (a typo must not quietly switch a run to the Hub)."""
+    d = os.environ.get("KALM_DATA_DIR")
+    if not d:
+        return None
+    if not Path(d).is_dir():
+        raise FileNotFoundError(f"KALM_DATA_DIR={d} is not a folder: point it at the data mirror (`make data` writes "
+                                f"one), or unset it to read every dataset from the Hub")
+    return Path(d)
+
+
+def uses_hub() -> bool:
+    """True when there is no data mirror: evaluation sets and training pairs come from the Hub."""
+    return mirror_dir() is None
+
+
 # ---------------------------------------------------------------------------- the local Hub mirror
 HUB_ID_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*"
 

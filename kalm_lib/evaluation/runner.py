@@ -26,7 +26,7 @@ import pandas as pd
 
 from .benchmarks import BENCHMARKS, benchmark_tasks, main_split
 from .encoder import KaLMEncoder
-from .local_tasks import SPECS, SUITES, get_local_task, is_local_task
+from .local_tasks import SPECS, SUITES, task_for
 from .tables import slug, write_json, write_results
 
 logger = logging.getLogger(__name__)
@@ -39,16 +39,17 @@ def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
     """Task objects from names, a ``{name: row cap}`` dict, a suite name (``SUITES``), a benchmark name,
     or task objects.
 
-    Local names (``LOCAL_SUITE``) load from the mirror; any other name is a built-in mteb task
-    (its data comes from the Hub). A per-task cap and the global ``max_rows`` combine as their minimum.
+    Local names (``LOCAL_SUITE``) load from the mirror, or without one stand for their MTEB task; any other name
+    is MTEB's own task, its data from the Hub or ``KALM_HUB_DIR`` (``local_tasks.task_for``). A per-task cap and
+    the global ``max_rows`` combine as their minimum; a capped score is never marked comparable.
     """
     if isinstance(tasks, str) and tasks in SUITES:
         tasks = SUITES[tasks]
     if isinstance(tasks, str):
         if tasks in BENCHMARKS:
-            if max_rows is not None:
-                raise ValueError(f"max_rows applies to local tasks only; {tasks} is a benchmark of MTEB Hub tasks")
-            return benchmark_tasks(tasks)
+            from kalm_lib.data.hub_eval import as_hub_task
+
+            return [as_hub_task(t, max_rows) for t in benchmark_tasks(tasks)]
         tasks = [tasks]
     caps: Mapping[str, int | None] = tasks if isinstance(tasks, Mapping) else {}
     out = []
@@ -56,15 +57,7 @@ def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
         if not isinstance(t, str):
             out.append(t)
             continue
-        cap = _min_cap(caps.get(t), max_rows)
-        if is_local_task(t):
-            out.append(get_local_task(t, max_rows=cap))
-        else:
-            import mteb
-
-            if cap is not None:
-                raise ValueError(f"max_rows applies to local tasks only; {t!r} is an MTEB Hub task")
-            out.append(mteb.get_task(t))
+        out.append(task_for(t, _min_cap(caps.get(t), max_rows)))
     return out
 
 
@@ -241,10 +234,16 @@ def _rows(task, task_result, model_name: str, dim: int | None, seconds: float) -
                 "dim": dim,
                 "comparable": bool((spec.complete if spec else True) and cap is None),
                 "eval_seconds": round(seconds, 2),
-                "note": (spec.note if spec else "") + (f" capped at {cap} rows: not comparable with MTEB"
-                                                       if cap is not None else ""),
+                "note": (spec.note if spec else "") + _hub_note(task)
+                        + (f" capped at {cap} rows: not comparable with MTEB" if cap is not None else ""),
             })
     return out
+
+
+def _hub_note(task) -> str:
+    """Said in the row of an MTEB task read in place of a local one (no data mirror)."""
+    stands = getattr(task, "stands_for", None)
+    return f"MTEB's {task.metadata.name} from the Hub, in place of {stands} (no data mirror)" if stands else ""
 
 
 def _lang(langs) -> str:

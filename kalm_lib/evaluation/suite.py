@@ -101,17 +101,13 @@ def stage_gains(df: pd.DataFrame, output_dir: str | Path, order: Sequence[str], 
     resamples on which the metric is undefined are counted in ``undefined_resamples``). Each task is loaded and
     each model's per-example scores are read once. Other task types have no per-example score: not here.
     """
-    from .local_tasks import get_local_task, is_local_task
     from .per_example import gain, per_example_scores, predictions_path
     from .runner import slug
 
     main = df[df["main_split"]]
     rows = []
-    for task, grp in main.groupby("task", sort=False):
-        if grp["task_type"].iloc[0] not in ("STS", "Retrieval") or not is_local_task(task):
-            continue
-        cap = grp["max_rows"].iloc[0]
-        t = get_local_task(task, max_rows=None if pd.isna(cap) else int(cap))
+    for task, t in per_example_tasks(main).items():
+        grp = main[main["task"] == task]
         present = [m for m in order if m in set(grp["model"])]
         scores = {m: per_example_scores(t, predictions_path(Path(output_dir) / slug(m) / "predictions", task))
                   for m in present}
@@ -143,3 +139,17 @@ def evaluate_released(name: str, benchmarks: Sequence[str] = ("MTEB(eng, v1)", "
     enc = KaLMEncoder(load_model(name, max_length=512), model_name=name, use_instructions=True, max_length=512)
     return pd.concat([evaluate_model(enc, tasks=b, output_dir=output_dir, **kwargs) for b in benchmarks],
                      ignore_index=True)
+
+
+def per_example_tasks(main: pd.DataFrame) -> dict:
+    """The STS and retrieval tasks of the result rows ``main`` (main splits), as task objects with the rows' row cap
+    (``local_tasks.task_for``: the mirror's copy, or MTEB's task from the Hub): the task types whose predictions
+    give a per-example score, so a difference between two models gets a paired interval. In the rows' order."""
+    from .local_tasks import task_for
+
+    out = {}
+    for task, grp in main.groupby("task", sort=False):
+        if grp["task_type"].iloc[0] in ("STS", "Retrieval"):
+            cap = grp["max_rows"].iloc[0]
+            out[task] = task_for(task, max_rows=None if pd.isna(cap) else int(cap))
+    return out
