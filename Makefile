@@ -9,18 +9,25 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= smoke
 BUILD   ?= build/$(PROFILE)
-KALM_DATA_DIR ?= $(abspath ../shared/data)
+# The data mirror: ../shared/data when it is there. Without one (KALM_DATA_DIR empty) every dataset comes from the
+# Hub, or from a local copy of it: KALM_HUB_DIR (make data writes one).
+KALM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+ifeq ($(strip $(KALM_DATA_DIR)),)
+unexport KALM_DATA_DIR
+else
 export KALM_DATA_DIR
+endif
+HUB_COPY ?= $(or $(KALM_HUB_DIR),build/hub)
 
 # Tests never touch the network: the Hub is unreachable on CI and must not be waited for.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: help venv test test-fast reproduce book book-deps bench clean
+.PHONY: help venv test test-fast reproduce data book book-deps bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), FROM=<notebook> (reproduce from it on), KALM_DATA_DIR=$(KALM_DATA_DIR)"
+	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), FROM=<notebook> (reproduce from it on), KALM_DATA_DIR=$(or $(KALM_DATA_DIR),<unset: the Hub>), KALM_HUB_DIR=$(KALM_HUB_DIR)"
 
 venv: $(STAMP)  ## create or refresh .venv from requirements.txt
 
@@ -43,6 +50,9 @@ test-fast: $(STAMP)  ## the tests not marked slow
 
 reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly (FROM=05_evaluate: from there on), then build the book
 	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD) $(if $(FROM),--from $(FROM))
+
+data: $(STAMP)  ## fetch every Hub repository PROFILE reads into KALM_HUB_DIR (default build/hub) for offline runs; resumable
+	$(PY) -m kalm_lib data --profile $(PROFILE) --hub-dir $(HUB_COPY)
 
 book: $(STAMP) book-deps  ## build the book from the latest `make reproduce` output (no execution)
 	$(PY) -m kalm_lib book --build-dir $(BUILD)

@@ -69,12 +69,29 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--from", dest="start", default=None, metavar="NOTEBOOK",
                    help="re-run from this notebook on (e.g. 05_evaluate), reusing the earlier ones' outputs")
 
+    d = sub.add_parser("data", help="fetch every Hub repository a profile reads into a local copy (KALM_HUB_DIR) "
+                                    "for runs without the network (resumable)")
+    d.add_argument("--profile", default="smoke")
+    d.add_argument("--hub-dir", required=True, help="where the copy goes; then run with KALM_HUB_DIR=<this folder>")
+    d.add_argument("--list", action="store_true", help="only list the repositories and who reads each")
+
     b = sub.add_parser("book", help="build the book from the latest reproduce output")
     b.add_argument("--build-dir", default="build/smoke")
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.command == "data":
+        from kalm_lib.fetch import fetch, profile_repos
+
+        if args.list:
+            for r in profile_repos(args.profile):
+                print(f"{r.kind:8s} {r.repo}{'@' + r.revision if r.revision else ''}  ({r.why})"
+                      + (f" subsets {', '.join(r.subsets)}" if r.subsets else ""))
+            return 0
+        folders = fetch(args.profile, args.hub_dir)
+        print(f"{len(folders)} repositories under {args.hub_dir}: run with KALM_HUB_DIR={args.hub_dir}")
+        return 0
     if args.command == "train":
         from kalm_lib.config import load_config, parse_override, stage_config
         from kalm_lib.train import train_stage

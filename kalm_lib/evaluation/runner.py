@@ -56,8 +56,10 @@ def resolve_tasks(tasks: Any, max_rows: int | None = None) -> list:
     for t in tasks:
         if not isinstance(t, str):
             out.append(t)
-            continue
-        out.append(task_for(t, _min_cap(caps.get(t), max_rows)))
+        elif t in BENCHMARKS:  # a list may name whole benchmarks: ["MTEB(eng, v1)", "MTEB(cmn, v1)"]
+            out += resolve_tasks(t, _min_cap(caps.get(t), max_rows))
+        else:
+            out.append(task_for(t, _min_cap(caps.get(t), max_rows)))
     return out
 
 
