@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kalm_lib.paths import find_data_dir, hub_path
+from kalm_lib.paths import qwen2_tokenizer_source
 from kalm_lib.progress import bar_disabled
 from kalm_lib.prompts import GENERIC_QUERY_INSTRUCTION, KALM_QUERY_TEMPLATE, format_pair, format_query  # noqa: F401
 
@@ -47,15 +47,6 @@ ENCODE_WINDOW_BATCHES = 64
 # Architectures whose hidden states can be mean-pooled as a text embedding; anything else
 # (an encoder, a vision model) is refused with a clear error rather than silently producing vectors.
 DECODER_MODEL_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "smollm3"}
-
-
-def _qwen2_tokenizer_source() -> str:
-    """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy (Qwen/Qwen2-0.5B,
-    from ``$KALM_HUB_DIR`` when set)."""
-    data = find_data_dir()
-    if data is not None and (data / "tokenizers" / "qwen2" / "tokenizer.json").is_file():
-        return str(data / "tokenizers" / "qwen2")
-    return hub_path("Qwen/Qwen2-0.5B", "model")
 
 
 def smollm2_gguf_path() -> Path:
@@ -175,7 +166,7 @@ class KaLMEmbedder(nn.Module):
         """
         from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
-        tok = AutoTokenizer.from_pretrained(tokenizer or _qwen2_tokenizer_source())
+        tok = AutoTokenizer.from_pretrained(tokenizer or qwen2_tokenizer_source())
         cfg = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                    rope_theta=1_000_000.0, tie_word_embeddings=False)

@@ -74,6 +74,15 @@ def hub_path(repo_id: str, repo_type: str = "dataset") -> str:
     return str(local)
 
 
+def qwen2_tokenizer_source() -> str:
+    """The Qwen2 tokenizer: ``$KALM_DATA_DIR/tokenizers/qwen2`` when present, else the Hub's copy (Qwen/Qwen2-0.5B,
+    from ``$KALM_HUB_DIR`` when set)."""
+    data = find_data_dir()
+    if data is not None and (data / "tokenizers" / "qwen2" / "tokenizer.json").is_file():
+        return str(data / "tokenizers" / "qwen2")
+    return hub_path("Qwen/Qwen2-0.5B", "model")
+
+
 # ---------------------------------------------------------------------------- paths as a reader sees them
 def display_path(text: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """Machine paths in ``text`` written as a reader of the book should see them, not as this machine has them:

@@ -18,8 +18,8 @@ def dataset_table(names: list[str], data_dir=None, max_rows: int | None = None, 
     for name in names:
         e = get_entry(name)
         recs, rep = load_with_report(e, data_dir=data_dir, max_rows=max_rows, seed=seed, skip_invalid=skip_invalid)
-        records[name] = recs
-        rows.append({"dataset": name, "language": e.language, "task_type": e.task_type, "stages": ",".join(e.stages),
+        records[name] = recs  # keyed as given (a name, or an expanded Hub entry), which get_entry reads back
+        rows.append({"dataset": e.name, "language": e.language, "task_type": e.task_type, "stages": ",".join(e.stages),
                      "symmetric": e.symmetric, "read": rep.read, "usable": rep.kept + rep.subsampled,
                      "malformed": rep.invalid, "not_positive": sum(v for k, v in rep.dropped.items() if "<" in k),
                      "test_overlap": sum(v for k, v in rep.dropped.items() if "evaluation test" in k),
@@ -32,10 +32,30 @@ def dataset_table(names: list[str], data_dir=None, max_rows: int | None = None, 
 
 
 def load_qwen2_tokenizer(data_dir=None):
-    """The Qwen2 tokenizer from the mirror (``$KALM_DATA_DIR/tokenizers/qwen2``) via AutoTokenizer."""
+    """The Qwen2 tokenizer via AutoTokenizer: the mirror's (``<data_dir>/tokenizers/qwen2``), else
+    :func:`kalm_lib.paths.qwen2_tokenizer_source` (``$KALM_DATA_DIR``'s, or Qwen/Qwen2-0.5B from the Hub)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.fspath(resolve_data_dir(data_dir) / "tokenizers" / "qwen2"))
+    from kalm_lib.paths import qwen2_tokenizer_source
+
+    src = os.fspath(resolve_data_dir(data_dir) / "tokenizers" / "qwen2") if data_dir else qwen2_tokenizer_source()
+    return AutoTokenizer.from_pretrained(src)
+
+
+def overview_datasets(profile: str) -> tuple[list, str]:
+    """The datasets notebook 01 describes, and where they come from: with a mirror every catalog dataset it holds;
+    without one the Hub datasets the profile's stages read, one entry per subset as they train (hub.expand_datasets)."""
+    from kalm_lib.config import stage_config
+    from kalm_lib.paths import uses_hub
+    from kalm_lib.recipe import STAGES
+
+    from .catalog import CATALOG
+    from .hub import expand_datasets
+
+    if not uses_hub():
+        return [n for n, e in CATALOG.items() if e.path], "the local mirror ($KALM_DATA_DIR)"
+    names = dict.fromkeys(n for st in STAGES for n in stage_config(profile, st, "runs/overview").data.datasets)
+    return [e for e, _ in expand_datasets(list(names))], "the Hub (no data mirror: KALM_DATA_DIR unset)"
 
 
 def token_lengths(records: dict[str, list[dict]], tokenizer, instructions: bool = True) -> pd.DataFrame:
@@ -53,7 +73,7 @@ def token_lengths(records: dict[str, list[dict]], tokenizer, instructions: bool 
             if not texts:
                 continue
             ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-            rows += [{"dataset": name, "language": e.language, "side": side, "tokens": len(x)} for x in ids]
+            rows += [{"dataset": e.name, "language": e.language, "side": side, "tokens": len(x)} for x in ids]
     return pd.DataFrame(rows)
 
 
@@ -64,7 +84,7 @@ def instruction_examples(records: dict[str, list[dict]], per_dataset: int = 1, w
         e = get_entry(name)
         for r in recs[:per_dataset]:
             q, ps = apply_instruction(r["query"], [r["pos"][0]], e)
-            rows.append({"dataset": name, "symmetric": e.symmetric, "query (model input)": q[:width],
+            rows.append({"dataset": e.name, "symmetric": e.symmetric, "query (model input)": q[:width],
                          "positive (model input)": ps[0][:width]})
     return pd.DataFrame(rows)
 
