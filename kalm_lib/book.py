@@ -243,7 +243,8 @@ def run_note(info: dict, notebook: str | None = None) -> str:
     lines = [":::{admonition} Which run made these numbers", ":class: note kalm-run",
              f"Profile **`{p}`**" + (f" ({desc})" if desc else "") + f", executed by "
              f"`make reproduce PROFILE={p}`; {when}; machine: {info['machine']}; code at commit "
-             f"`{info['commit']}`" + (f", Python {info['python']}" if info.get("python") else "") + "."]
+             f"`{info['commit']}`" + (f", Python {info['python']}" if info.get("python") else "") + "."
+             + (f" Data: {info['data']}." if info.get("data") else "")]
     if notebook is not None:
         secs = nbs.get(notebook, {}).get("seconds")
         lines.append(f"This notebook ran in {_duration(secs)}" + (f" of the run's {_duration(total)}." if total

@@ -40,6 +40,16 @@ def _commit() -> str:
         return "unknown"
 
 
+def data_source() -> str:
+    """Where this run's data comes from, as the book says it: the mirror, or the Hub (a local copy of it)."""
+    from kalm_lib.paths import uses_hub
+
+    if not uses_hub():
+        return "the local data mirror (KALM_DATA_DIR)"
+    return ("the Hugging Face Hub, read from a local copy (KALM_HUB_DIR)" if os.environ.get("KALM_HUB_DIR")
+            else "the Hugging Face Hub")
+
+
 def notebook_parameters(name: str, profile: str, run_dir: Path) -> dict:
     """Papermill parameters for one notebook: ``profile`` and ``run_dir`` where its parameters cell has
     them, ``output_dir`` under the run, then the profile's ``notebooks.<name>`` overrides."""
@@ -84,7 +94,8 @@ def run_notebooks(profile: str, build_dir: str | os.PathLike, notebooks: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"profile": profile, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": _machine(), "commit": _commit(), "python": sys.version.split()[0], "notebooks": {}}
+            "machine": _machine(), "commit": _commit(), "python": sys.version.split()[0], "data": data_source(),
+            "notebooks": {}}
     previous = build / "run_info.json"
     if start is not None and previous.is_file():
         old = json.loads(previous.read_text())

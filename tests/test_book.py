@@ -38,6 +38,7 @@ FAKE_SOURCE = [
 
 RUN_INFO = {"profile": "ci", "started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T03:14:05+00:00",
             "machine": "x86_64 2 CPU cores, no GPU", "commit": "abc1234", "python": "3.11.7",
+            "data": "the Hugging Face Hub, read from a local copy (KALM_HUB_DIR)",
             "notebooks": {n: {"status": "ok", "seconds": 60.0 + i} for i, n in enumerate(NOTEBOOKS)}}
 
 
@@ -99,7 +100,8 @@ def test_book_sources_cite_only_known_keys():
 def test_run_note_names_the_run_and_the_notebook_time():
     note = book.run_note(RUN_INFO, "03_finetune")
     for part in ["**`ci`**", "02 Jan 2026, 03:04 UTC", "02 Jan 2026, 03:14 UTC", "x86_64 2 CPU cores, no GPU",
-                 "`abc1234`", "make reproduce PROFILE=ci", "make book PROFILE=ci"]:
+                 "`abc1234`", "make reproduce PROFILE=ci", "make book PROFILE=ci",
+                 "Data: the Hugging Face Hub, read from a local copy (KALM_HUB_DIR)."]:
         assert part in note, part
     # 03_finetune is the third notebook: 62 s; the run is 60+61+62+63+64+65 = 375 s = 6.2 min
     assert "This notebook ran in 62 s of the run's 6.2 min." in note

@@ -65,7 +65,7 @@ def _stats(spec):
 
 
 @pytest.mark.parametrize("name", COMPLETE_TASKS)
-def test_complete_copies_have_mtebs_row_counts(name):
+def test_complete_copies_have_mtebs_row_counts(name, data_dir):
     spec = SPECS[name]
     task = get_local_task(name)
     task.load_data()
@@ -74,7 +74,7 @@ def test_complete_copies_have_mtebs_row_counts(name):
         assert _n_rows(task, split) == stats[split]["num_samples"], (name, split)
 
 
-def test_row_cap_is_deterministic_and_applies_to_every_split():
+def test_row_cap_is_deterministic_and_applies_to_every_split(data_dir):
     a, b = get_local_task("ATEC", max_rows=50), get_local_task("ATEC", max_rows=50)
     a.load_data(), b.load_data()
     for split in ("validation", "test"):
@@ -85,7 +85,7 @@ def test_row_cap_is_deterministic_and_applies_to_every_split():
     assert len(c.dataset["train"]) == len(c.dataset["test"]) == 300
 
 
-def test_retrieval_cap_keeps_relevant_docs():
+def test_retrieval_cap_keeps_relevant_docs(data_dir):
     t = get_local_task("SciFact", max_rows=20)
     t.load_data()
     s = t.dataset["default"]["test"]
@@ -95,7 +95,7 @@ def test_retrieval_cap_keeps_relevant_docs():
     assert len(ids) <= 20 * 10 + sum(len(q) for q in s["relevant_docs"].values())
 
 
-def test_ocnli_drops_neutral_like_cmteb():
+def test_ocnli_drops_neutral_like_cmteb(data_dir):
     t = get_local_task("Ocnli")
     t.load_data()
     assert set(t.dataset["validation"]["labels"]) == {0, 1}

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_gpu_bench_tiny_runs_every_section_and_the_packing_levers(tmp_path):
+def test_gpu_bench_tiny_runs_every_section_and_the_packing_levers(tmp_path, data_dir):  # the mirror's tokenizer
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--rounds", "1",

@@ -74,7 +74,7 @@ def test_every_package_folder_is_listed():
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
+def test_wheel_installs_and_trains_outside_the_checkout(tmp_path, data_dir):
     # build from a copy of what the wheel is made of: the checkout gets no build/ or egg-info from this test
     src = tmp_path / "src"
     src.mkdir()
@@ -109,7 +109,7 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KALM_PROJECT_ROOT", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               KALM_DATA_DIR=os.environ.get("KALM_DATA_DIR", str((ROOT / "../shared/data").resolve())))
+               KALM_DATA_DIR=str(data_dir))
     where = subprocess.run([str(py), "-c", "import kalm_lib, kalm_lib.config as c; print(kalm_lib.__file__); "
                             "print(c.CONFIG_ROOT); print(' '.join(c.available_profiles()))"],
                            cwd=outside, env=env, **run).stdout.split("\n")

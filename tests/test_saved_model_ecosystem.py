@@ -41,7 +41,7 @@ def plain(saved):
     return SentenceTransformer(str(saved), device="cpu")
 
 
-def test_plain_mteb_scores_equal_the_harness(saved, plain):
+def test_plain_mteb_scores_equal_the_harness(saved, plain, data_dir):
     ours = evaluate_model(saved, tasks=CAPS)
     ours = dict(zip(ours.task, ours.main_score))
     with warnings.catch_warnings():

@@ -120,7 +120,7 @@ def _tree(folder: Path) -> dict:
 
 
 @pytest.mark.multiprocess
-def test_two_processes_mine_and_score_like_one(tmp_path):
+def test_two_processes_mine_and_score_like_one(tmp_path, data_dir):
     """torchrun (gloo, 2 processes): mined records, report, teacher scores and every written file equal one
     process's byte for byte; each process encoded about half of the texts; only rank 0 wrote; all return the same;
     a failure or mismatched input on one process raises on both."""
