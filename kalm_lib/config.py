@@ -484,6 +484,9 @@ def load_config(path_or_profile: str | os.PathLike, stage: str | None = None, ov
     return cfg
 
 
+_SAID: set[str] = set()
+
+
 def without_mirror(datasets: list, hub_datasets: list, where: str) -> list:
     """The datasets a run reads: ``datasets``, or ``hub_datasets`` when there is no data mirror (``KALM_DATA_DIR``
     unset; kalm_lib/data/hub_eval.py) and the config names some. Logged, so the run's log says where its data came
@@ -493,6 +496,9 @@ def without_mirror(datasets: list, hub_datasets: list, where: str) -> list:
     if hub_datasets and uses_hub() and list(datasets) != list(hub_datasets):
         import logging
 
+        if where in _SAID:  # once per file and process: profiles are loaded many times
+            return list(hub_datasets)
+        _SAID.add(where)
         logging.getLogger(__name__).info("%s: no data mirror (KALM_DATA_DIR unset), so the Hub datasets "
                                          "(hub_datasets) %s are read instead of %s", where, hub_datasets, datasets)
         return list(hub_datasets)

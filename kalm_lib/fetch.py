@@ -120,6 +120,25 @@ def missing(repos: list[HubRepo], hub_dir: str | os.PathLike) -> list[HubRepo]:
     return [r for r in repos if not (Path(hub_dir) / r.repo).is_dir()]
 
 
+def problem(r: HubRepo, hub_dir: str | os.PathLike) -> str | None:
+    """What is wrong with the copy of ``r`` under ``hub_dir`` (None: nothing seen): a download left half-written
+    (huggingface_hub's ``.incomplete`` files), or a copy ``make data`` fetched at another revision than the run reads
+    (mteb pins each evaluation set's revision; an older copy may have another layout)."""
+    folder = Path(hub_dir) / r.repo
+    if not folder.is_dir():
+        return None
+    partial = next(iter((folder / ".cache" / "huggingface").rglob("*.incomplete")), None) \
+        if (folder / ".cache" / "huggingface").is_dir() else None
+    if partial is not None:
+        return f"half-written ({partial.relative_to(folder)} is an interrupted download)"
+    marker = folder / COMPLETE
+    if r.revision and marker.is_file():
+        got = marker.read_text(encoding="utf-8").strip()
+        if got != r.revision:
+            return f"fetched at revision {got}, but the run reads {r.revision}"
+    return None
+
+
 def fetch(profile: str, hub_dir: str | os.PathLike, download=None) -> list[Path]:
     """Download every repository of :func:`profile_repos` into ``hub_dir/<owner>/<name>``; returns their folders.
     ``download`` is ``huggingface_hub.snapshot_download`` (a stand-in in tests)."""
@@ -137,7 +156,7 @@ def fetch(profile: str, hub_dir: str | os.PathLike, download=None) -> list[Path]
     done = []
     for r in tqdm(repos, desc=f"make data ({profile})", unit="repo"):
         folder = hub_dir / r.repo
-        if (folder / COMPLETE).is_file():
+        if (folder / COMPLETE).is_file() and problem(r, hub_dir) is None:
             log.info("%s: already complete (%s)", r.repo, folder)
             done.append(folder)
             continue

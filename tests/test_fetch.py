@@ -85,3 +85,22 @@ def test_a_missing_repository_stops_with_its_name_and_a_rerun_resumes(fake_hub, 
     resumed = FakeHub(fake_hub)
     fetch.fetch("smoke", out, download=resumed)
     assert [c[0] for c in resumed.calls] == names[3:]
+
+
+def test_a_half_written_or_outdated_copy_is_named_and_fetched_again(fake_hub, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    fetch.fetch("smoke", out, download=FakeHub(fake_hub))
+    sts = out / "mteb/stsbenchmark-sts"
+    (sts / fetch.COMPLETE).write_text("0123abc\n")  # a copy an older mteb pinned
+    part = out / "mteb/scifact/.cache/huggingface/download/corpus.jsonl.incomplete"
+    part.parent.mkdir(parents=True)
+    part.write_text("half")
+    monkeypatch.setenv("KALM_HUB_DIR", str(out))
+    errors = [e for e in preflight.check("smoke", tmp_path).errors if e.startswith("Hub")]
+    assert len(errors) == 2
+    assert "stsbenchmark-sts (read by evaluation: STSBenchmark) is fetched at revision 0123abc, but the run reads " \
+           "b0fddb56ed78048fa8b90373c8a3cfc37b684831" in errors[0]
+    assert "scifact (read by evaluation: SciFact) is half-written" in errors[1] and "make data PROFILE=smoke" in errors[1]
+    again = FakeHub(fake_hub)
+    fetch.fetch("smoke", out, download=again)
+    assert [c[0] for c in again.calls] == ["mteb/stsbenchmark-sts", "mteb/scifact"]
