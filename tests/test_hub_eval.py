@@ -149,3 +149,26 @@ def test_stages_read_their_hub_datasets_without_a_mirror(data_dir, monkeypatch):
     assert stage_config("cpu", "finetune", "runs/x").data.datasets == ["hub-finetune-kalm"]
     assert load_profile("cpu").mining.datasets == ["hub-finetune-kalm"]
     assert stage_config("gpu", "pretrain", "runs/x").data.datasets[0] == "hub-pretrain-amazon-reviews-2023"
+
+
+def test_the_evaluation_cache_keeps_mirror_and_hub_scores_apart(data_dir, no_mirror, monkeypatch, tmp_path):
+    """STSBenchmark is the same name either way; a score cached from the mirror's copy is not read back for MTEB's
+    (their texts may differ in whitespace), while a rerun on the same source is."""
+    from kalm_lib.evaluation import evaluate_model
+    from kalm_lib.model import KaLMEmbedder
+
+    monkeypatch.setenv("KALM_DATA_DIR", str(data_dir))
+    model = KaLMEmbedder.tiny(seed=0)
+    calls = []
+    real = type(model).encode
+    monkeypatch.setattr(type(model), "encode", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    kw = dict(tasks={"STSBenchmark": 30}, cache_dir=tmp_path / "cache")
+    evaluate_model(model, **kw)
+    n_mirror = len(calls)
+    evaluate_model(model, **kw)
+    assert len(calls) == n_mirror > 0  # read back
+    monkeypatch.delenv("KALM_DATA_DIR")
+    evaluate_model(model, **kw)
+    assert len(calls) == 2 * n_mirror  # the Hub's copy is scored afresh
+    evaluate_model(model, **kw)
+    assert len(calls) == 2 * n_mirror

@@ -170,6 +170,8 @@ def evaluate_model(model: Any, tasks: Any = None, output_dir: str | Path | None 
         task_name = task.metadata.name
         if fingerprint is not None:
             settings = {"task": task_name, "max_rows": getattr(task, "max_rows", None), **encoding}
+            if getattr(task, "hub_task", False):  # MTEB's own copy, not the mirror's (a mirror key stays as it was)
+                settings["source"] = "hub"
             key = cache.entry_key(fingerprint, **settings)
             pred_file = pred_dir / f"{task_name}_predictions.json" if pred_dir is not None else None
             mteb_json = out_dir / "mteb" / f"{slug(task_name)}.json" if out_dir is not None else None
