@@ -32,8 +32,7 @@ from .stream import StreamSubset, TaskStream
 from .search import exact_topk
 from .teacher import TeacherScorer, data_hash, score_datasets, score_with_teacher
 from .training_set import KaLMTrainingDataset, build_training_set, stage_records
-from .stats import (dataset_table, instruction_examples, labeling_example, load_qwen2_tokenizer, overview_datasets,
-                    token_lengths)
+from .stats import dataset_table, instruction_examples, labeling_example, load_qwen2_tokenizer, token_lengths
 from .validation import SCHEMAS, validate_file, validate_record
 
 __all__ = [
@@ -45,6 +44,6 @@ __all__ = [
     "decontaminate", "eval_test_texts", "evaluated_files", "normalize_text", "TaskBatchSampler", "StreamSubset", "TaskStream", "exact_topk",
     "TeacherScorer", "data_hash", "score_datasets", "score_with_teacher", "KaLMTrainingDataset",
     "build_training_set", "stage_records", "SCHEMAS", "validate_record", "dataset_table", "instruction_examples",
-    "labeling_example", "load_qwen2_tokenizer", "overview_datasets", "token_lengths",
+    "labeling_example", "load_qwen2_tokenizer", "token_lengths",
 ]
 # figures.py (seaborn) is imported by the notebook itself: ``from kalm_lib.data import figures``

@@ -200,11 +200,9 @@ def task_texts(task) -> set[str]:
     return texts
 
 
-@lru_cache(maxsize=4)
-def _hub_texts(hub_dir: str | None) -> frozenset[str]:  # noqa: ARG001 - the cache key: where the data is read
-    from .overlap import normalize_text
-
-    keys: set[str] = set()
+def hub_eval_texts():
+    """Every text of the evaluated splits of every MTEB task behind the declared local tasks, read from the Hub (or
+    ``KALM_HUB_DIR``) as stored (``raw``), task by task; overlap.eval_test_texts normalises and caches them."""
     twins = list(dict.fromkeys(s.base for s in LOCAL_TASK_SPECS))
     for i, name in enumerate(twins, 1):
         task = hub_task(name)
@@ -212,14 +210,6 @@ def _hub_texts(hub_dir: str | None) -> frozenset[str]:  # noqa: ARG001 - the cac
         task.load_data()
         found = task_texts(task)
         log.info("decontamination (Hub): %d/%d %s: %d texts", i, len(twins), name, len(found))
-        keys.update(normalize_text(t) for t in found)
+        yield from found
         if hasattr(task, "unload_data"):
             task.unload_data()
-    keys.discard("")
-    return frozenset(keys)
-
-
-def hub_eval_texts() -> frozenset[str]:
-    """Normalised texts of the evaluated splits of every MTEB task behind the declared local tasks, read from the
-    Hub (or ``KALM_HUB_DIR``); cached per process and Hub folder."""
-    return _hub_texts(os.environ.get("KALM_HUB_DIR"))

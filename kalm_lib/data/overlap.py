@@ -22,6 +22,8 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+from kalm_lib.paths import uses_hub
+
 from .catalog import resolve_data_dir
 from .errors import DataFileError, LoadReport, RecordError, log
 from .eval_sets import scored_files
@@ -167,21 +169,24 @@ def eval_test_texts(data_dir: str | os.PathLike | None = None) -> frozenset[str]
     be read is a :class:`~kalm_lib.data.errors.DataError` naming it: decontamination never turns itself off.
     Without a mirror (``data_dir`` None, ``KALM_DATA_DIR`` unset) the same rule over the MTEB tasks read from the
     Hub instead (:func:`kalm_lib.data.hub_eval.hub_eval_texts`), the tasks such a run evaluates."""
-    if data_dir is None:
-        from .hub_eval import hub_eval_texts, uses_hub
-
-        if uses_hub():
-            return hub_eval_texts()
+    if data_dir is None and uses_hub():
+        return _hub_forbidden(os.environ.get("KALM_HUB_DIR"))
     return _forbidden(str(resolve_data_dir(data_dir).resolve()))
+
+
+@lru_cache(maxsize=4)
+def _hub_forbidden(hub_dir: str | None) -> frozenset[str]:  # noqa: ARG001 - the cache key: where the Hub is read
+    from .hub_eval import hub_eval_texts  # mteb: imported only without a mirror
+
+    keys = {normalize_text(t) for t in hub_eval_texts()}
+    keys.discard("")
+    return frozenset(keys)
 
 
 def forbidden_source(data_dir: str | os.PathLike | None = None) -> str:
     """Where :func:`eval_test_texts` reads the forbidden texts from (a cache key): the mirror's folder, or the Hub."""
-    if data_dir is None:
-        from .hub_eval import uses_hub
-
-        if uses_hub():
-            return f"hub:{os.environ.get('KALM_HUB_DIR') or 'huggingface.co'}"
+    if data_dir is None and uses_hub():
+        return f"hub:{os.environ.get('KALM_HUB_DIR') or 'huggingface.co'}"
     return str(resolve_data_dir(data_dir).resolve())
 
 

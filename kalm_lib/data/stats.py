@@ -42,22 +42,6 @@ def load_qwen2_tokenizer(data_dir=None):
     return AutoTokenizer.from_pretrained(src)
 
 
-def overview_datasets(profile: str) -> tuple[list, str]:
-    """The datasets notebook 01 describes, and where they come from: with a mirror every catalog dataset it holds;
-    without one the Hub datasets the profile's stages read, one entry per subset as they train (hub.expand_datasets)."""
-    from kalm_lib.config import stage_config
-    from kalm_lib.paths import uses_hub
-    from kalm_lib.recipe import STAGES
-
-    from .catalog import CATALOG
-    from .hub import expand_datasets
-
-    if not uses_hub():
-        return [n for n, e in CATALOG.items() if e.path], "the local mirror ($KALM_DATA_DIR)"
-    names = dict.fromkeys(n for st in STAGES for n in stage_config(profile, st, "runs/overview").data.datasets)
-    return [e for e, _ in expand_datasets(list(names))], "the Hub (no data mirror: KALM_DATA_DIR unset)"
-
-
 def token_lengths(records: dict[str, list[dict]], tokenizer, instructions: bool = True) -> pd.DataFrame:
     """Long table: dataset, language, side (query / positive), tokens — as the model will see them
     (instruction template applied when ``instructions``; no special tokens)."""
