@@ -494,13 +494,12 @@ def without_mirror(datasets: list, hub_datasets: list, where: str) -> list:
     from kalm_lib.paths import uses_hub
 
     if hub_datasets and uses_hub() and list(datasets) != list(hub_datasets):
-        import logging
+        if where not in _SAID:  # once per file and process: profiles are loaded many times
+            _SAID.add(where)
+            import logging
 
-        if where in _SAID:  # once per file and process: profiles are loaded many times
-            return list(hub_datasets)
-        _SAID.add(where)
-        logging.getLogger(__name__).info("%s: no data mirror (KALM_DATA_DIR unset), so the Hub datasets "
-                                         "(hub_datasets) %s are read instead of %s", where, hub_datasets, datasets)
+            logging.getLogger(__name__).info("%s: no data mirror (KALM_DATA_DIR unset), so the Hub datasets "
+                                             "(hub_datasets) %s are read instead of %s", where, hub_datasets, datasets)
         return list(hub_datasets)
     return datasets
 

@@ -69,7 +69,8 @@ def profile_repos(profile: str, run_dir: str | os.PathLike = "runs/preflight") -
 
     from kalm_lib.config import load_profile, stage_config
     from kalm_lib.data.catalog import get_entry
-    from kalm_lib.data.hub_eval import SPECS, hub_twin
+    from kalm_lib.data.eval_sets import SPECS
+    from kalm_lib.data.hub_eval import hub_twin
     from kalm_lib.paths import is_hub_id, uses_hub
     from kalm_lib.recipe import STAGES
 
@@ -107,11 +108,10 @@ def profile_repos(profile: str, run_dir: str | os.PathLike = "runs/preflight") -
     # does, and decontamination reads every declared set's MTEB task
     evaluated = [n for n, always in eval_task_names(profile) if hub or always]
     forbidden = [s.base for s in SPECS.values()] if hub else []
-    if evaluated or forbidden:
-        for name in list(dict.fromkeys([*evaluated, *forbidden])):
-            meta = mteb.get_task(hub_twin(name)).metadata
-            why = f"evaluation: {name}" if name in evaluated else f"decontamination: {name}"
-            add(HubRepo(meta.dataset["path"], "dataset", why, revision=meta.dataset.get("revision")))
+    for name in dict.fromkeys([*evaluated, *forbidden]):
+        meta = mteb.get_task(hub_twin(name)).metadata
+        why = f"evaluation: {name}" if name in evaluated else f"decontamination: {name}"
+        add(HubRepo(meta.dataset["path"], "dataset", why, revision=meta.dataset.get("revision")))
     return list(out.values())
 
 
@@ -147,12 +147,7 @@ def fetch(profile: str, hub_dir: str | os.PathLike, download=None) -> list[Path]
     if download is None:
         from huggingface_hub import snapshot_download as download
     hub_dir = Path(hub_dir)
-    saved = os.environ.pop("KALM_HUB_DIR", None)  # list what the run reads from the Hub, not from a half copy
-    try:
-        repos = profile_repos(profile)
-    finally:
-        if saved is not None:
-            os.environ["KALM_HUB_DIR"] = saved
+    repos = profile_repos(profile)
     done = []
     for r in tqdm(repos, desc=f"make data ({profile})", unit="repo"):
         folder = hub_dir / r.repo

@@ -30,8 +30,8 @@ def mirror_dir() -> Path | None:
     if not d:
         return None
     if not Path(d).is_dir():
-        raise FileNotFoundError(f"KALM_DATA_DIR={d} is not a folder: point it at the data mirror (`make data` writes "
-                                f"one), or unset it to read every dataset from the Hub")
+        raise FileNotFoundError(f"KALM_DATA_DIR={d} is not a folder: point it at the data mirror, or unset it to read "
+                                f"every dataset from the Hub (`make data` makes an offline copy of that: KALM_HUB_DIR)")
     return Path(d)
 
 

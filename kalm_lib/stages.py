@@ -222,11 +222,10 @@ def overview_datasets(profile: str) -> tuple[list, str]:
     """The datasets notebook 01 describes, and where they come from: with a mirror every catalog dataset it holds;
     without one the Hub datasets the profile's stages read, one entry per subset as they train (hub.expand_datasets)."""
     from kalm_lib.config import stage_config
-    from kalm_lib.paths import uses_hub
-    from kalm_lib.recipe import STAGES
-
     from kalm_lib.data.catalog import CATALOG
     from kalm_lib.data.hub import expand_datasets
+    from kalm_lib.paths import uses_hub
+    from kalm_lib.recipe import STAGES
 
     if not uses_hub():
         return [n for n, e in CATALOG.items() if e.path], "the local mirror ($KALM_DATA_DIR)"

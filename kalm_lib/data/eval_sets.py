@@ -98,6 +98,10 @@ LOCAL_TASK_SPECS: tuple[LocalTaskSpec, ...] = (
 )
 
 
+SPECS: dict[str, LocalTaskSpec] = {s.name: s for s in LOCAL_TASK_SPECS}
+"""Each declared local task by name."""
+
+
 def spec_for_folder(folder: str) -> LocalTaskSpec | None:
     """The first spec declared for ``folder`` (``"en/sts-sickr"``); None for an undeclared folder."""
     return next((s for s in LOCAL_TASK_SPECS if s.folder == folder), None)

@@ -16,19 +16,16 @@ split of the MTEB task behind every declared local task, as the mirror's rule fo
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from kalm_lib.paths import hub_path, mirror_dir, uses_hub  # noqa: F401 (re-exported)
+from kalm_lib.paths import hub_path
 
 from .caps import CORPUS_PER_QUERY, cap_indices
 from .errors import DataError
-from .eval_sets import LOCAL_TASK_SPECS
+from .eval_sets import LOCAL_TASK_SPECS, SPECS
 
 log = logging.getLogger(__name__)
-SPECS = {s.name: s for s in LOCAL_TASK_SPECS}
 
 
 class HubDataError(DataError):
@@ -141,12 +138,12 @@ def cap_dataset(dataset, cap: int):
     """``dataset`` as mteb's ``load_data`` leaves it, capped: every split of a DatasetDict keeps ``cap`` rows; every
     retrieval / reranking split (``{subset: {split: {corpus, queries, relevant_docs, top_ranked}}}``) ``cap``
     queries (kalm_lib/data/caps.py)."""
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
 
     if isinstance(dataset, dict) and dataset and all(isinstance(v, dict) for v in dataset.values()) and \
             any(isinstance(s, dict) and "relevant_docs" in s for v in dataset.values() for s in v.values()):
         return {sub: {sp: _cap_retrieval(d, cap, sp) for sp, d in splits.items()} for sub, splits in dataset.items()}
-    out = type(dataset)() if not isinstance(dataset, dict) or hasattr(dataset, "column_names") else {}
+    out = DatasetDict() if isinstance(dataset, DatasetDict) else {}
     for split, ds in dataset.items():
         if isinstance(ds, Dataset):
             ds = _flat(ds)

@@ -30,16 +30,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from kalm_lib.data.errors import DataError
 from kalm_lib.paths import resolve_data_dir
 
-from kalm_lib.data.eval_sets import LOCAL_TASK_SPECS, LocalTaskSpec  # noqa: F401 (the registry)
+from kalm_lib.data.eval_sets import LOCAL_TASK_SPECS, SPECS, LocalTaskSpec  # noqa: F401 (the registry)
 
 from .encoder import register_prompt_alias
 
-from kalm_lib.data.caps import CAP_SEED, CORPUS_PER_QUERY, cap_indices as _cap_indices, take as _take  # noqa: F401
+from kalm_lib.data.caps import CORPUS_PER_QUERY, take as _take
 
 
 class LocalDataError(DataError):
@@ -54,7 +53,6 @@ class LocalDataError(DataError):
         return type(self), (str(self), self.source, self.line, self.field)
 
 
-SPECS: dict[str, LocalTaskSpec] = {s.name: s for s in LOCAL_TASK_SPECS}
 
 LOCAL_SUITE: list[str] = [s.name for s in LOCAL_TASK_SPECS]
 """Every local task, English then Chinese."""
@@ -363,7 +361,8 @@ def task_for(name: str, max_rows: int | None = None):
     """The task a run evaluates for ``name``: the local copy when there is a data mirror (``KALM_DATA_DIR``), else
     MTEB's own task from the Hub (kalm_lib/data/hub_eval.py: a local name stands for the MTEB task it is scored as);
     any other name is MTEB's task from the Hub (or ``KALM_HUB_DIR``). Both take the same row cap rule."""
-    from kalm_lib.data.hub_eval import hub_task, uses_hub
+    from kalm_lib.data.hub_eval import hub_task
+    from kalm_lib.paths import uses_hub
 
     if name in SPECS and not uses_hub():
         return get_local_task(name, max_rows=max_rows)
