@@ -27,7 +27,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), FROM=<notebook> (reproduce from it on), KALM_DATA_DIR=$(or $(KALM_DATA_DIR),<unset: the Hub>), KALM_HUB_DIR=$(KALM_HUB_DIR)"
+	@echo "  variables: PROFILE=smoke|cpu|gpu|paper (default smoke), FROM=<notebook> (reproduce from it on), TEST_WORKERS=2|auto|0 (pytest-xdist workers), KALM_DATA_DIR=$(or $(KALM_DATA_DIR),<unset: the Hub>), KALM_HUB_DIR=$(KALM_HUB_DIR)"
 
 venv: $(STAMP)  ## create or refresh .venv from requirements.txt
 
@@ -42,11 +42,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# pytest-xdist workers: one per core of the 2-core machines the 15-minute budget is set for (each worker is one
+# thread, OMP_NUM_THREADS=1); `worksteal` keeps both busy while the few minute-long tests run. TEST_WORKERS=auto
+# takes every core, TEST_WORKERS=0 runs in one process (a failure's output in order, pdb).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
+
 test: $(STAMP)  ## run the whole test suite (CPU, offline)
-	$(TEST_ENV) $(PY) -m pytest -q
+	$(TEST_ENV) $(PYTEST)
 
 test-fast: $(STAMP)  ## the tests not marked slow
-	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
+	$(TEST_ENV) $(PYTEST) -m "not slow"
 
 reproduce: $(STAMP) book-deps  ## run every notebook for PROFILE headlessly (FROM=05_evaluate: from there on), then build the book
 	$(PY) -m kalm_lib reproduce --profile $(PROFILE) --build-dir $(BUILD) $(if $(FROM),--from $(FROM))

@@ -30,6 +30,12 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", (ROOT / "Makefile").read_text(), flags=re.M))
 
 
+def make_variables() -> set[str]:
+    """The variables the Makefile sets or reads (``PROFILE ?= smoke``, ``$(KALM_HUB_DIR)``)."""
+    mk = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[?:+]?=", mk, flags=re.M)) | set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", mk))
+
+
 def _help(argv: list[str]) -> str:
     from kalm_lib.__main__ import main
 
@@ -47,12 +53,16 @@ def cli() -> dict[str, set[str]]:
 
 
 def problems(md: str) -> list[str]:
-    targets, commands = make_targets(), cli()
+    targets, variables, commands = make_targets(), make_variables(), cli()
     out = []
     for text in code_text(md):
         for target in re.findall(r"(?:^|[\s;&|(])make\s+([a-z][\w-]*)", text):
             if target not in targets:
                 out.append(f"`make {target}`: no such Makefile target (in {text!r})")
+        for args in re.findall(r"(?:^|[\s;&|(])make\s+([^#;&|]*)", text):
+            for var in re.findall(r"(?<![\w-])([A-Z][A-Z0-9_]*)=", args):
+                if var not in variables:
+                    out.append(f"`make ... {var}=`: the Makefile has no variable {var} (in {text!r})")
         for m in re.finditer(r"-m kalm_lib(?:\s+(.*))?", text.split(" #")[0]):
             words = (m.group(1) or "").split()
             if not words or words[0].startswith("-"):
@@ -93,7 +103,7 @@ def test_readme_names_the_cli_subcommands():
 def test_the_check_finds_what_does_not_exist():
     md = (ROOT / "README.md").read_text() + (
         "\n```bash\nmake nosuchtarget\n.venv/bin/python -m kalm_lib nosuchcommand --profile smoke\n"
-        ".venv/bin/python -m kalm_lib train --no-such-flag --profile smoke\n```\n"
+        ".venv/bin/python -m kalm_lib train --no-such-flag --profile smoke\nmake test NO_SUCH_VAR=1\n```\n"
         "Read `kalm_lib/no_such_module.py` and `configs/smoke/no_such_stage.yaml`.\n")
     found = problems(md)
     assert any("`make nosuchtarget`: no such Makefile target" in p for p in found), found
@@ -101,7 +111,8 @@ def test_the_check_finds_what_does_not_exist():
     assert any("`python -m kalm_lib train --no-such-flag`: no such flag" in p for p in found), found
     assert any(p.startswith("kalm_lib/no_such_module.py: no such file") for p in found), found
     assert any(p.startswith("configs/smoke/no_such_stage.yaml: no such file") for p in found), found
-    assert len(found) == 5, found
+    assert any("the Makefile has no variable NO_SUCH_VAR" in p for p in found), found
+    assert len(found) == 6, found
 
 
 def test_the_readme_mentions_real_paths():
