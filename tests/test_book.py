@@ -305,7 +305,11 @@ def test_browser_check_passes_and_catches_a_broken_page(built_book, tmp_path):
                         "<p>$$ raw $$</p><div class=\"cell_output\"><pre class=\"traceback\">Traceback "
                         "(most recent call last):</pre></div><div class=\"cell_output\"><table><tr>"
                         + "".join(f"<td>column{i}_is_wide</td>" for i in range(40))
-                        + "</tr></table></div><p><strong>Reading the figure.</strong>")
+                        + "</tr></table></div>"
+                        # and two tables that must NOT warn: a long unbreakable row label (an MTEB task name)
+                        # wraps inside its cell (kalm.css), in a results table and in a DataFrame's index
+                        + _long_label_tables()
+                        + "<p><strong>Reading the figure.</strong>")
     page.write_text(text)
     bad = book.check_book(broken, None, chrome=chrome, pages=["notebooks/02_pretrain.html"])
     joined = "\n".join(bad.problems)
@@ -314,6 +318,16 @@ def test_browser_check_passes_and_catches_a_broken_page(built_book, tmp_path):
     assert "error output or a traceback" in joined
     assert len(bad.warnings) == 1 and "px of it hidden to the right" in bad.warnings[0]
     assert "column0_is_wide" in bad.warnings[0]
+
+
+def _long_label_tables() -> str:
+    label = "TwentyNewsgroupsClusteringWithAVeryLongName.v2\u00a0†"
+    cells = "".join(f"<td>{90 + i / 7:.2f}</td>" for i in range(9))
+    # the markup Sphinx and the theme give a generated pipe table (results.html), scroll container included
+    results = (f'<div class="kalm-results docutils container"><div class="pst-scrollable-table-container">'
+               f'<table class="table"><tbody><tr><td>{label}</td>{cells}</tr></tbody></table></div></div>')
+    frame = f'<div class="cell_output"><table><tbody><tr><th>{label}</th>{cells}</tr></tbody></table></div>'
+    return results + frame
 
 
 def test_make_book_target_builds_with_deps():
